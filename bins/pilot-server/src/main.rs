@@ -1,0 +1,3 @@
+//! pilot-server entry point.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! pilot-worker entry point.
+
+fn main() {}

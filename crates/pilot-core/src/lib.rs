@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod ids;
+mod memory;
+mod plan;
+mod provider;
+mod run;
+mod secret;
+mod store;
+pub mod template;
+mod validate;
+
+pub use error::{StoreError, ValidationError};
+pub use ids::{PlanId, RunId, ScheduleId, UserId, new_id};
+pub use memory::{MemoryRun, MemoryStore};
+pub use plan::{Plan, RetryPolicy, Step, Trigger, is_valid_step_id};
+pub use provider::ProviderResult;
+pub use run::{
+    LogRecord, RunFinish, RunSnapshot, RunStatus, RunWrite, StepState, StepStatus, TriggerKind,
+    WriteAck,
+};
+pub use secret::{Credential, CredentialKind, Integration, Secret};
+pub use store::{CredentialStore, RunStore};
+pub use validate::{ActionSpec, Catalogue, ParamSpec, validate_plan};

@@ -1,0 +1,94 @@
+//! The registry: providers by name, their descriptions, and the `when` evaluator.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pilot_core::{ActionSpec, Catalogue};
+use serde_json::Value;
+
+use crate::{Evaluator, Provider, ProviderContext, ProviderDescription, ProviderError, ProviderOutput, RegistryError};
+
+/// Every installed provider, in registration order.
+#[derive(Default, Clone)]
+pub struct Registry {
+    providers: Vec<(ProviderDescription, Arc<dyn Provider>)>,
+    by_name: HashMap<String, usize>,
+    evaluator: Option<Arc<dyn Evaluator>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.providers.iter().map(|(d, _)| &d.name)).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a provider under the name its description gives.
+    pub fn register(&mut self, provider: impl Provider + 'static) -> Result<(), RegistryError> {
+        let description = provider.describe();
+        if self.by_name.contains_key(&description.name) {
+            return Err(RegistryError::Duplicate(description.name));
+        }
+        self.by_name.insert(description.name.clone(), self.providers.len());
+        self.providers.push((description, Arc::new(provider)));
+        Ok(())
+    }
+
+    /// Installs the expression language used by `when` conditions.
+    pub fn set_evaluator(&mut self, evaluator: Arc<dyn Evaluator>) {
+        self.evaluator = Some(evaluator);
+    }
+
+    /// The expression language, when one is installed.
+    pub fn evaluator(&self) -> Option<&Arc<dyn Evaluator>> {
+        self.evaluator.as_ref()
+    }
+
+    /// Every provider's description, in registration order.
+    pub fn list(&self) -> impl Iterator<Item = &ProviderDescription> {
+        self.providers.iter().map(|(d, _)| d)
+    }
+
+    /// One provider's description.
+    pub fn describe(&self, name: &str) -> Option<&ProviderDescription> {
+        self.by_name.get(name).map(|&i| &self.providers[i].0)
+    }
+
+    /// Runs `provider.action`. An unknown provider or action is a permanent error.
+    pub async fn execute(
+        &self,
+        provider: &str,
+        action: &str,
+        params: &Value,
+        ctx: &ProviderContext,
+    ) -> Result<ProviderOutput, ProviderError> {
+        let Some(&index) = self.by_name.get(provider) else {
+            return Err(ProviderError::permanent(format!("unknown provider '{provider}'")));
+        };
+        let (description, implementation) = &self.providers[index];
+        if !description.actions.iter().any(|a| a.name == action) {
+            return Err(ProviderError::permanent(format!(
+                "provider '{provider}' has no action '{action}'"
+            )));
+        }
+        implementation.execute(action, params, ctx).await
+    }
+}
+
+impl Catalogue for Registry {
+    fn actions(&self, provider: &str) -> Option<Vec<ActionSpec>> {
+        self.describe(provider).map(|d| d.actions.clone())
+    }
+
+    fn check_expression(&self, expr: &str) -> Result<(), String> {
+        match &self.evaluator {
+            Some(evaluator) => evaluator.check(expr),
+            None => Err("no expression language is installed (register the logic provider)".into()),
+        }
+    }
+}
