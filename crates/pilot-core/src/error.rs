@@ -18,12 +18,24 @@ pub struct ValidationError {
 impl ValidationError {
     /// An error about the plan as a whole.
     pub fn plan(message: impl Into<String>) -> Self {
-        Self { step: None, field: None, message: message.into() }
+        Self {
+            step: None,
+            field: None,
+            message: message.into(),
+        }
     }
 
     /// An error about one field of one step.
-    pub fn step(step: impl Into<String>, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { step: Some(step.into()), field: Some(field.into()), message: message.into() }
+    pub fn step(
+        step: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            step: Some(step.into()),
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 
     fn render(&self) -> String {

@@ -14,7 +14,7 @@ mod validate;
 pub use error::{StoreError, ValidationError};
 pub use ids::{PlanId, RunId, ScheduleId, UserId, new_id};
 pub use memory::{MemoryRun, MemoryStore};
-pub use plan::{Plan, RetryPolicy, Step, Trigger, is_valid_step_id};
+pub use plan::{DEFAULT_STEP_TIMEOUT_MS, Plan, RetryPolicy, Step, Trigger, is_valid_step_id};
 pub use provider::ProviderResult;
 pub use run::{
     LogRecord, RunFinish, RunSnapshot, RunStatus, RunWrite, StepState, StepStatus, TriggerKind,
@@ -22,4 +22,4 @@ pub use run::{
 };
 pub use secret::{Credential, CredentialKind, Integration, Secret};
 pub use store::{CredentialStore, RunStore};
-pub use validate::{ActionSpec, Catalogue, ParamSpec, validate_plan};
+pub use validate::{ActionSpec, Catalogue, ParamSpec, validate_plan, validate_step};

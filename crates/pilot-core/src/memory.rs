@@ -119,7 +119,10 @@ impl MemoryStore {
 impl RunStore for MemoryStore {
     async fn write(&self, write: RunWrite) -> Result<WriteAck, StoreError> {
         let mut inner = self.lock();
-        let run = inner.runs.get_mut(&write.run_id).ok_or(StoreError::NotFound)?;
+        let run = inner
+            .runs
+            .get_mut(&write.run_id)
+            .ok_or(StoreError::NotFound)?;
         if run.user_id != write.user_id {
             return Err(StoreError::NotFound);
         }
@@ -128,7 +131,9 @@ impl RunStore for MemoryStore {
         }
         if let Some((index, state)) = write.step {
             if index >= run.states.len() {
-                return Err(StoreError::Conflict(format!("step index {index} out of range")));
+                return Err(StoreError::Conflict(format!(
+                    "step index {index} out of range"
+                )));
             }
             run.states[index] = state;
         }
@@ -136,7 +141,9 @@ impl RunStore for MemoryStore {
             run.status = finish.status;
             run.error = finish.error;
         }
-        let ack = WriteAck { cancel_requested: run.cancel_requested };
+        let ack = WriteAck {
+            cancel_requested: run.cancel_requested,
+        };
         inner.logs.extend(write.logs);
         inner.writes += 1;
         Ok(ack)
@@ -145,7 +152,11 @@ impl RunStore for MemoryStore {
 
 #[async_trait]
 impl CredentialStore for MemoryStore {
-    async fn credentials(&self, user: &UserId, provider: &str) -> Result<Vec<Credential>, StoreError> {
+    async fn credentials(
+        &self,
+        user: &UserId,
+        provider: &str,
+    ) -> Result<Vec<Credential>, StoreError> {
         Ok(self
             .lock()
             .credentials
@@ -155,7 +166,11 @@ impl CredentialStore for MemoryStore {
             .collect())
     }
 
-    async fn integration(&self, user: &UserId, name: &str) -> Result<Option<Integration>, StoreError> {
+    async fn integration(
+        &self,
+        user: &UserId,
+        name: &str,
+    ) -> Result<Option<Integration>, StoreError> {
         Ok(self
             .lock()
             .integrations

@@ -76,7 +76,13 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 3, base_ms: 500, factor: 2.0, cap_ms: 30_000, jitter: true }
+        Self {
+            max_attempts: 3,
+            base_ms: 500,
+            factor: 2.0,
+            cap_ms: 30_000,
+            jitter: true,
+        }
     }
 }
 
@@ -105,5 +111,7 @@ pub fn is_valid_step_id(id: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 64
         && bytes[0].is_ascii_alphabetic()
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
 }

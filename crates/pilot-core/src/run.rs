@@ -25,8 +25,13 @@ pub enum RunStatus {
 
 impl RunStatus {
     /// Every status, in life order.
-    pub const ALL: [RunStatus; 5] =
-        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed, Self::Cancelled];
+    pub const ALL: [RunStatus; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
 
     /// The wire and storage name.
     pub fn as_str(self) -> &'static str {
@@ -77,7 +82,9 @@ impl TriggerKind {
 
     /// Parses the wire and storage name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Api, Self::Schedule, Self::Webhook, Self::Step].into_iter().find(|k| k.as_str() == s)
+        [Self::Api, Self::Schedule, Self::Webhook, Self::Step]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 

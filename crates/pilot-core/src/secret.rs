@@ -45,8 +45,13 @@ pub enum CredentialKind {
 
 impl CredentialKind {
     /// Every kind, in a stable order.
-    pub const ALL: [CredentialKind; 5] =
-        [Self::ApiKey, Self::Bearer, Self::Basic, Self::Header, Self::OauthToken];
+    pub const ALL: [CredentialKind; 5] = [
+        Self::ApiKey,
+        Self::Bearer,
+        Self::Basic,
+        Self::Header,
+        Self::OauthToken,
+    ];
 
     /// The wire and storage name.
     pub fn as_str(self) -> &'static str {

@@ -17,8 +17,16 @@ pub trait RunStore: Send + Sync {
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
     /// The user's credentials stored for `provider`, decrypted. Empty when none.
-    async fn credentials(&self, user: &UserId, provider: &str) -> Result<Vec<Credential>, StoreError>;
+    async fn credentials(
+        &self,
+        user: &UserId,
+        provider: &str,
+    ) -> Result<Vec<Credential>, StoreError>;
 
     /// The user's custom integration called `name`, if any.
-    async fn integration(&self, user: &UserId, name: &str) -> Result<Option<Integration>, StoreError>;
+    async fn integration(
+        &self,
+        user: &UserId,
+        name: &str,
+    ) -> Result<Option<Integration>, StoreError>;
 }

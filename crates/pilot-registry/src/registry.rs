@@ -85,6 +85,10 @@ impl Catalogue for Registry {
         self.describe(provider).map(|d| d.actions.clone())
     }
 
+    fn provider_names(&self) -> Vec<String> {
+        self.list().map(|d| d.name.clone()).collect()
+    }
+
     fn check_expression(&self, expr: &str) -> Result<(), String> {
         match &self.evaluator {
             Some(evaluator) => evaluator.check(expr),

@@ -1,0 +1,106 @@
+//! The tidy checks: module docs, dependency direction, no switched-off tests.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Which internal crates each crate may depend on (normal dependencies; tests may use more).
+/// This is SPEC.md section 1's dependency direction, written as data.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("pilot-core", &[]),
+    ("pilot-registry", &["pilot-core"]),
+    ("pilot-provider-ai", &["pilot-core", "pilot-registry"]),
+    ("pilot-provider-http", &["pilot-core", "pilot-registry"]),
+    ("pilot-provider-logic", &["pilot-core", "pilot-registry"]),
+    ("pilot-storage", &["pilot-core"]),
+    ("pilot-engine", &["pilot-core", "pilot-registry"]),
+    ("pilot-scheduler", &["pilot-core", "pilot-registry", "pilot-engine", "pilot-storage"]),
+    ("pilot-api", &["pilot-core", "pilot-registry", "pilot-engine", "pilot-storage", "pilot-scheduler"]),
+];
+
+/// Runs every check and fails with the list of problems.
+pub(crate) fn run(root: &Path) -> Result<()> {
+    let mut problems = Vec::new();
+    check_dependencies(root, &mut problems)?;
+    for file in rust_files(root)? {
+        let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let shown = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let is_crate_root_with_readme = first.starts_with("#![doc = include_str!");
+        if !first.starts_with("//!") && !is_crate_root_with_readme {
+            problems.push(format!("{shown}: does not open with a `//!` module doc"));
+        }
+        for banned in ["#[ignore", "#[should_panic"] {
+            if text.contains(banned) && !shown.starts_with("xtask/") {
+                problems.push(format!("{shown}: contains {banned}]"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        println!("tidy: ok");
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("tidy: {p}");
+    }
+    bail!("tidy found {} problem(s)", problems.len())
+}
+
+fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
+    for (krate, allowed) in ALLOWED {
+        let manifest = root.join("crates").join(krate).join("Cargo.toml");
+        let text = fs::read_to_string(&manifest)
+            .with_context(|| format!("reading {}", manifest.display()))?;
+        for dep in normal_dependencies(&text) {
+            if dep.starts_with("pilot-") && !allowed.contains(&dep.as_str()) {
+                problems.push(format!("{krate} depends on {dep}, against SPEC.md section 1"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The dependency names listed under `[dependencies]` (not dev or build dependencies).
+fn normal_dependencies(manifest: &str) -> Vec<String> {
+    let mut in_section = false;
+    let mut names = Vec::new();
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_section = line == "[dependencies]";
+            continue;
+        }
+        if in_section && !line.is_empty() && !line.starts_with('#') {
+            let name = line.split(['.', '=', ' ']).next().unwrap_or("");
+            names.push(name.to_owned());
+        }
+    }
+    names
+}
+
+fn rust_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for top in ["crates", "bins", "xtask"] {
+        walk(&root.join(top), &mut out)?;
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target" || n == "fuzz") {
+                continue;
+            }
+            walk(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
