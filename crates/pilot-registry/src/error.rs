@@ -22,7 +22,10 @@ pub enum ProviderError {
 impl ProviderError {
     /// A retryable error without a server-given delay.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self::Retryable { message: message.into(), retry_after: None }
+        Self::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// A permanent error.

@@ -8,9 +8,12 @@ mod registry;
 
 pub use context::ProviderContext;
 pub use error::{ProviderError, RegistryError};
+#[cfg(any(test, feature = "test-support"))]
+pub use outbound::testing;
 pub use outbound::{
-    Method, OutboundClient, OutboundConfig, OutboundError, OutboundRequest, OutboundResponse,
-    classify_status,
+    Lookup, Method, OutboundClient, OutboundConfig, OutboundError, OutboundRequest,
+    OutboundResponse, StaticLookup, SystemLookup, check_ip, check_url, classify_status,
+    parse_allowlist,
 };
 pub use provider::{Evaluator, Provider, ProviderDescription, ProviderOutput};
 pub use registry::Registry;

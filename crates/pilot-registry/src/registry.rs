@@ -6,7 +6,10 @@ use std::sync::Arc;
 use pilot_core::{ActionSpec, Catalogue};
 use serde_json::Value;
 
-use crate::{Evaluator, Provider, ProviderContext, ProviderDescription, ProviderError, ProviderOutput, RegistryError};
+use crate::{
+    Evaluator, Provider, ProviderContext, ProviderDescription, ProviderError, ProviderOutput,
+    RegistryError,
+};
 
 /// Every installed provider, in registration order.
 #[derive(Default, Clone)]
@@ -18,7 +21,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.providers.iter().map(|(d, _)| &d.name)).finish()
+        f.debug_list()
+            .entries(self.providers.iter().map(|(d, _)| &d.name))
+            .finish()
     }
 }
 
@@ -34,7 +39,8 @@ impl Registry {
         if self.by_name.contains_key(&description.name) {
             return Err(RegistryError::Duplicate(description.name));
         }
-        self.by_name.insert(description.name.clone(), self.providers.len());
+        self.by_name
+            .insert(description.name.clone(), self.providers.len());
         self.providers.push((description, Arc::new(provider)));
         Ok(())
     }
@@ -68,7 +74,9 @@ impl Registry {
         ctx: &ProviderContext,
     ) -> Result<ProviderOutput, ProviderError> {
         let Some(&index) = self.by_name.get(provider) else {
-            return Err(ProviderError::permanent(format!("unknown provider '{provider}'")));
+            return Err(ProviderError::permanent(format!(
+                "unknown provider '{provider}'"
+            )));
         };
         let (description, implementation) = &self.providers[index];
         if !description.actions.iter().any(|a| a.name == action) {
