@@ -1,0 +1,148 @@
+//! The engine's public face: how it is built ([`EngineParts`], [`EngineConfig`]), its two
+//! entry points ([`Engine::execute_plan`] for runs, [`Engine::execute_step`] for
+//! `/api/execute-step`) and what they answer ([`RunOutcome`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pilot_core::{
+    CredentialStore, ProviderResult, RunSnapshot, RunStatus, RunStore, StepState, StepStatus,
+};
+use pilot_registry::{OutboundClient, Registry};
+use serde_json::Value;
+
+use crate::EngineError;
+use crate::run;
+
+/// Operator settings of the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// A run that has not finished after this long (counted from when this executor started or
+    /// resumed it) fails; its current attempt is cut off and later steps are skipped.
+    pub run_timeout: Duration,
+    /// The per-attempt timeout of a step that sets no `timeout_ms`.
+    pub default_step_timeout: Duration,
+    /// The most bytes of an output kept in an execution-log row's preview.
+    pub preview_limit: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            run_timeout: Duration::from_secs(3600),
+            default_step_timeout: Duration::from_secs(30),
+            preview_limit: 1024,
+        }
+    }
+}
+
+/// Everything the engine is built from.
+#[derive(Clone)]
+pub struct EngineParts {
+    /// The installed providers and the `when` evaluator.
+    pub registry: Arc<Registry>,
+    /// Where run progress and execution-log rows go.
+    pub runs: Arc<dyn RunStore>,
+    /// Where callers' credentials and custom integrations are looked up.
+    pub credentials: Arc<dyn CredentialStore>,
+    /// The shared guarded HTTP client handed to providers.
+    pub http: Arc<OutboundClient>,
+    /// Settings.
+    pub config: EngineConfig,
+}
+
+impl std::fmt::Debug for EngineParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineParts")
+            .field("registry", &self.registry)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Executes runs. Cheap to clone; every clone shares the same parts.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    parts: Arc<EngineParts>,
+}
+
+/// How a run ended, as the executor saw it (the store holds the same facts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// `Succeeded`, `Failed` or `Cancelled`.
+    pub status: RunStatus,
+    /// Every step's final state, outputs redacted.
+    pub states: Vec<StepState>,
+    /// Why the run failed, naming the step.
+    pub error: Option<String>,
+}
+
+impl Engine {
+    /// An engine over `parts`.
+    pub fn new(parts: EngineParts) -> Self {
+        Self {
+            parts: Arc::new(parts),
+        }
+    }
+
+    /// The registry the engine executes with (for validation by callers).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.parts.registry
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.parts.config
+    }
+
+    /// Executes (or resumes) a run that the caller holds the lease of, under `snapshot.epoch`.
+    /// Finished steps in `snapshot.states` are not executed again; their stored outputs feed
+    /// later references. Every attempt is logged and every finished step is persisted as the run
+    /// goes; the last write carries the run's end.
+    ///
+    /// A failing step is not an error: it is in the outcome. An error means the executor stopped
+    /// before the end: it lost its lease ([`EngineError::Fenced`]) or could not write.
+    pub async fn execute_plan(&self, snapshot: RunSnapshot) -> Result<RunOutcome, EngineError> {
+        run::execute(&self.parts, snapshot)
+            .await
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// Executes a one-step run (`/api/execute-step`) with the same logging, retries and
+    /// redaction as any run, and answers in the seed's `ProviderResult` shape: the redacted
+    /// output, the provider's message and metadata (redacted), or the error. A step skipped by
+    /// its `when` is a success with a `null` output.
+    pub async fn execute_step(&self, snapshot: RunSnapshot) -> Result<ProviderResult, EngineError> {
+        if snapshot.steps.len() != 1 {
+            return Err(EngineError::InvalidSnapshot(format!(
+                "a single-step run needs exactly one step, got {}",
+                snapshot.steps.len()
+            )));
+        }
+        let (mut outcome, last) = run::execute(&self.parts, snapshot).await?;
+        let state = outcome.states.pop();
+        let (message, metadata) = last.unwrap_or((None, Value::Null));
+        Ok(match state {
+            Some(state) => ProviderResult {
+                success: state.status != StepStatus::Failed,
+                output: state.output.unwrap_or(Value::Null),
+                message,
+                metadata,
+                error: state.error,
+            },
+            None => ProviderResult {
+                success: false,
+                output: Value::Null,
+                message,
+                metadata,
+                error: outcome.error,
+            },
+        })
+    }
+}
+
+/// The `Idempotency-Key` of one step of one run: the same for every attempt and every executor
+/// that takes the run over, different for every other step or run.
+pub fn idempotency_key(run_id: &str, step_id: &str) -> String {
+    format!("{run_id}:{step_id}")
+}
