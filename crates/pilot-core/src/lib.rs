@@ -5,6 +5,7 @@ mod ids;
 mod memory;
 mod plan;
 mod provider;
+pub mod redact;
 mod run;
 mod secret;
 mod store;

@@ -255,7 +255,11 @@ fn check_action(step: &Step, catalogue: &dyn Catalogue, report: &mut dyn FnMut(&
     }
     for name in step.params.keys() {
         if !action.params.iter().any(|spec| &spec.name == name) {
-            let known: Vec<&str> = action.params.iter().map(|spec| spec.name.as_str()).collect();
+            let known: Vec<&str> = action
+                .params
+                .iter()
+                .map(|spec| spec.name.as_str())
+                .collect();
             report(
                 &format!("params.{}", shown(name)),
                 format!(

@@ -4,7 +4,6 @@ mod backoff;
 mod engine;
 mod error;
 mod preview;
-mod redact;
 mod run;
 
 pub use engine::{Engine, EngineConfig, EngineParts, RunOutcome, idempotency_key};

@@ -9,7 +9,7 @@ use std::io;
 
 use serde_json::Value;
 
-use crate::redact::Redactor;
+use pilot_core::redact::Redactor;
 
 /// The preview of `output`, at most `limit` bytes.
 pub(crate) fn preview(output: &Value, limit: usize, redactor: &Redactor) -> String {

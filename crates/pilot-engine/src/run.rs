@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::engine::{EngineParts, RunOutcome, idempotency_key};
-use crate::redact::Redactor;
 use crate::{EngineError, backoff, preview};
+use pilot_core::redact::Redactor;
 
 /// The message and metadata of the last step executed (what `/api/execute-step` answers).
 pub(crate) type LastResult = (Option<String>, Value);

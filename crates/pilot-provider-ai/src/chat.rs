@@ -16,8 +16,8 @@ use url::Url;
 
 use crate::params::{self, ChatParams, PARAMS};
 use crate::protocol::{self, BadCompletion, Completion, MAX_MESSAGE_CHARS};
-use crate::redact::Redactor;
 use crate::{AiError, Vendor};
+use pilot_core::redact::Redactor;
 
 /// A chat provider for one vendor. Construct it with the operator's base URL, or `None` for
 /// the vendor's public endpoint, and register it.
@@ -96,15 +96,15 @@ impl Provider for ChatProvider {
         }
         let params = params::parse(params, self.vendor.default_model)?;
         let key = self.key(ctx)?;
-        let redactor = Redactor::new(key);
+        let redactor = Redactor::for_secrets(&[key]);
         match self.chat(&params, key, ctx, &redactor).await {
             Ok(mut output) => {
                 redactor.redact_value(&mut output.output);
                 redactor.redact_value(&mut output.metadata);
-                output.message = output.message.map(|m| redactor.redact(&m).into_owned());
+                output.message = output.message.map(|m| redactor.redact_str(&m).into_owned());
                 Ok(output)
             }
-            Err(e) => Err(e.into_provider_error(|m| redactor.redact(&m).into_owned())),
+            Err(e) => Err(e.into_provider_error(|m| redactor.redact_str(&m).into_owned())),
         }
     }
 }
@@ -237,7 +237,7 @@ fn status_error(
 
 /// Redacts, then truncates, so a cut can never leave part of the key behind.
 fn clean(redactor: &Redactor, text: &str) -> String {
-    protocol::truncate(&redactor.redact(text), MAX_MESSAGE_CHARS)
+    protocol::truncate(&redactor.redact_str(text), MAX_MESSAGE_CHARS)
 }
 
 /// The step's output and metadata from a completion.

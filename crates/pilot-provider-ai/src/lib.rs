@@ -4,7 +4,6 @@ mod chat;
 mod error;
 mod params;
 mod protocol;
-mod redact;
 mod vendor;
 
 pub use chat::ChatProvider;

@@ -17,17 +17,17 @@
 
 use std::borrow::Cow;
 
+use crate::{Credential, CredentialKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use pilot_core::{Credential, CredentialKind};
 use serde_json::Value;
 
 /// What a secret is replaced with.
-pub(crate) const REDACTED: &str = "[redacted]";
+pub const REDACTED: &str = "[redacted]";
 
 /// Secrets shorter than this (in bytes) are not redacted.
-pub(crate) const MIN_SECRET_LEN: usize = 4;
+pub const MIN_SECRET_LEN: usize = 4;
 
 /// Unaligned base64 middles shorter than this are not used as needles (too likely to match
 /// unrelated base64 text).
@@ -57,7 +57,7 @@ const FORM: &AsciiSet = &NON_ALPHANUMERIC
 
 /// The secrets of one provider call, as needles to cut out of anything written.
 #[derive(Clone, Default)]
-pub(crate) struct Redactor {
+pub struct Redactor {
     /// Every encoded form, longest first so a longer form is replaced before a shorter one that
     /// it contains.
     needles: Vec<String>,
@@ -73,7 +73,7 @@ impl std::fmt::Debug for Redactor {
 
 impl Redactor {
     /// A redactor for the credentials a provider call received.
-    pub(crate) fn for_credentials(credentials: &[Credential]) -> Self {
+    pub fn for_credentials(credentials: &[Credential]) -> Self {
         let mut secrets: Vec<&str> = Vec::with_capacity(credentials.len());
         for credential in credentials {
             let value = credential.secret.expose();
@@ -88,7 +88,7 @@ impl Redactor {
     }
 
     /// A redactor for raw secret values.
-    pub(crate) fn for_secrets(secrets: &[&str]) -> Self {
+    pub fn for_secrets(secrets: &[&str]) -> Self {
         let mut needles = Vec::new();
         for secret in secrets.iter().filter(|s| s.len() >= MIN_SECRET_LEN) {
             push_encodings(secret, &mut needles);
@@ -100,17 +100,17 @@ impl Redactor {
     }
 
     /// Whether there is nothing to redact (the hot path for credential-less providers).
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.needles.is_empty()
     }
 
     /// The longest needle, in bytes (0 when empty).
-    pub(crate) fn max_needle_len(&self) -> usize {
+    pub fn max_needle_len(&self) -> usize {
         self.needles.first().map_or(0, String::len)
     }
 
     /// `text` with every needle replaced; borrowed when nothing matched.
-    pub(crate) fn redact_str<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    pub fn redact_str<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
         for needle in &self.needles {
             if out.contains(needle.as_str()) {
@@ -121,7 +121,7 @@ impl Redactor {
     }
 
     /// `text` with every needle replaced, reusing the allocation when nothing matched.
-    pub(crate) fn redact_string(&self, text: String) -> String {
+    pub fn redact_string(&self, text: String) -> String {
         match self.redact_str(&text) {
             Cow::Borrowed(_) => text,
             Cow::Owned(redacted) => redacted,
@@ -130,7 +130,7 @@ impl Redactor {
 
     /// Redacts every string and every object key in `value`, in place. The walk keeps its own
     /// stack, so no nesting depth can overflow the thread's.
-    pub(crate) fn redact_value(&self, value: &mut Value) {
+    pub fn redact_value(&self, value: &mut Value) {
         if self.is_empty() {
             return;
         }
@@ -173,7 +173,7 @@ impl Redactor {
 
     /// Removes a trailing fragment of `text` that is the start of a needle: what remains of a
     /// secret that a truncation cut in two.
-    pub(crate) fn strip_partial_tail(&self, text: &mut String) {
+    pub fn strip_partial_tail(&self, text: &mut String) {
         for needle in &self.needles {
             let longest = needle.len().saturating_sub(1).min(text.len());
             for k in (1..=longest).rev() {
@@ -356,7 +356,7 @@ mod tests {
         let credential = Credential {
             provider: "custom_api".into(),
             kind: CredentialKind::Basic,
-            secret: pilot_core::Secret::new("alice:s3cret-pw"),
+            secret: crate::Secret::new("alice:s3cret-pw"),
             origin: None,
             integration: None,
             header_name: None,
