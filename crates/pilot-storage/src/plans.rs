@@ -1,0 +1,237 @@
+//! Stored plans (`execution_plans`): the steps as JSON text, the derived provider list, the
+//! trigger that `/schedule` uses by default. Every query is filtered by the owner in code (and
+//! by row-level security on PostgreSQL).
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use pilot_core::{PlanId, Step, Trigger, UserId};
+
+use crate::conn::{Mode, Scope, transaction};
+use crate::page::{Page, PageRequest, paginate};
+use crate::schema::execution_plans as plans;
+use crate::time::{now, to_utc};
+use crate::{Database, StorageError};
+
+/// A plan as the API stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPlan {
+    /// Shown in lists and logs.
+    pub name: String,
+    /// The natural-language request the plan came from, if any.
+    pub original_prompt: Option<String>,
+    /// The steps (validated by the caller).
+    pub steps: Vec<Step>,
+    /// A human-readable line per step.
+    pub plain_english_steps: Vec<String>,
+    /// Providers the steps call (derived by the caller).
+    pub required_providers: Vec<String>,
+    /// How the plan is meant to start; `/schedule` without a body uses a cron trigger here.
+    pub trigger: Option<Trigger>,
+    /// A free-form status chosen by the API (e.g. `active`).
+    pub status: String,
+}
+
+/// A stored plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRow {
+    /// The plan's id.
+    pub id: PlanId,
+    /// Its owner.
+    pub user_id: UserId,
+    /// Everything the API stored.
+    pub plan: NewPlan,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = plans)]
+#[diesel(treat_none_as_null = true)]
+struct PlanRecord {
+    id: String,
+    user_id: String,
+    name: String,
+    original_prompt: Option<String>,
+    plan_json: String,
+    plain_english_steps: String,
+    required_providers: String,
+    trigger_json: Option<String>,
+    status: String,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl PlanRecord {
+    fn new(
+        id: &PlanId,
+        user: &UserId,
+        plan: &NewPlan,
+        created_at: NaiveDateTime,
+    ) -> Result<Self, StorageError> {
+        Ok(Self {
+            id: id.0.clone(),
+            user_id: user.0.clone(),
+            name: plan.name.clone(),
+            original_prompt: plan.original_prompt.clone(),
+            plan_json: serde_json::to_string(&plan.steps)?,
+            plain_english_steps: serde_json::to_string(&plan.plain_english_steps)?,
+            required_providers: serde_json::to_string(&plan.required_providers)?,
+            trigger_json: plan
+                .trigger
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+            status: plan.status.clone(),
+            created_at,
+            updated_at: now(),
+        })
+    }
+
+    fn into_row(self) -> Result<PlanRow, StorageError> {
+        Ok(PlanRow {
+            id: PlanId(self.id),
+            user_id: UserId(self.user_id),
+            plan: NewPlan {
+                name: self.name,
+                original_prompt: self.original_prompt,
+                steps: serde_json::from_str(&self.plan_json)?,
+                plain_english_steps: serde_json::from_str(&self.plain_english_steps)?,
+                required_providers: serde_json::from_str(&self.required_providers)?,
+                trigger: self
+                    .trigger_json
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()?,
+                status: self.status,
+            },
+            created_at: to_utc(self.created_at),
+            updated_at: to_utc(self.updated_at),
+        })
+    }
+}
+
+impl Database {
+    /// Stores a new plan for `user`.
+    pub async fn create_plan(
+        &self,
+        user: &UserId,
+        plan: &NewPlan,
+    ) -> Result<PlanRow, StorageError> {
+        let record = PlanRecord::new(&PlanId::new(), user, plan, now())?;
+        let user = user.clone();
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
+                diesel::insert_into(plans::table)
+                    .values(&record)
+                    .execute(conn)?;
+                Ok(())
+            })?;
+            record.into_row()
+        })
+        .await
+    }
+
+    /// The user's plan `id`, or `None` (also when it is another user's).
+    pub async fn plan(&self, user: &UserId, id: &PlanId) -> Result<Option<PlanRow>, StorageError> {
+        let (user, id) = (user.clone(), id.clone());
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Read, |conn| {
+                plans::table
+                    .filter(plans::user_id.eq(user.as_str()))
+                    .filter(plans::id.eq(id.as_str()))
+                    .select(PlanRecord::as_select())
+                    .first(conn)
+                    .optional()?
+                    .map(PlanRecord::into_row)
+                    .transpose()
+            })
+        })
+        .await
+    }
+
+    /// The user's plans, newest first.
+    pub async fn list_plans(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> Result<Page<PlanRow>, StorageError> {
+        let position = page.position()?;
+        let limit = page.clamped_limit();
+        let user = user.clone();
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Read, |conn| {
+                let mut query = plans::table
+                    .filter(plans::user_id.eq(user.as_str()))
+                    .select(PlanRecord::as_select())
+                    .order((plans::created_at.desc(), plans::id.desc()))
+                    .limit(limit + 1)
+                    .into_boxed();
+                if let Some(c) = position {
+                    query = query.filter(
+                        plans::created_at
+                            .lt(c.created_at)
+                            .or(plans::created_at.eq(c.created_at).and(plans::id.lt(c.id))),
+                    );
+                }
+                let rows = query.load(conn)?;
+                paginate(
+                    rows,
+                    limit,
+                    |r| (r.created_at, r.id.clone()),
+                    PlanRecord::into_row,
+                )
+            })
+        })
+        .await
+    }
+
+    /// Replaces the user's plan `id`; `None` when there is no such plan of theirs. Runs already
+    /// created keep their own snapshot of the steps.
+    pub async fn update_plan(
+        &self,
+        user: &UserId,
+        id: &PlanId,
+        plan: &NewPlan,
+    ) -> Result<Option<PlanRow>, StorageError> {
+        let plan = plan.clone();
+        let (user, id) = (user.clone(), id.clone());
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
+                let target = plans::table
+                    .filter(plans::user_id.eq(user.as_str()))
+                    .filter(plans::id.eq(id.as_str()));
+                let Some(created_at) = target
+                    .select(plans::created_at)
+                    .first::<NaiveDateTime>(conn)
+                    .optional()?
+                else {
+                    return Ok(None);
+                };
+                let record = PlanRecord::new(&id, &user, &plan, created_at)?;
+                diesel::update(target).set(&record).execute(conn)?;
+                record.into_row().map(Some)
+            })
+        })
+        .await
+    }
+
+    /// Deletes the user's plan `id` (and its schedule and webhook tokens); `false` when there is
+    /// no such plan of theirs. Its runs and logs stay.
+    pub async fn delete_plan(&self, user: &UserId, id: &PlanId) -> Result<bool, StorageError> {
+        let (user, id) = (user.clone(), id.clone());
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
+                let n = diesel::delete(
+                    plans::table
+                        .filter(plans::user_id.eq(user.as_str()))
+                        .filter(plans::id.eq(id.as_str())),
+                )
+                .execute(conn)?;
+                Ok(n > 0)
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,989 @@
+//! Runs and their per-step state: creation (queued, or running under a lease for inline
+//! execution by the API), reads for the API, cancellation, and the worker side of the queue:
+//! claiming queued and expired runs under a lease computed from database time, heartbeats,
+//! release, and the takeover cap. Every change a worker makes is fenced by the lease epoch.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use pilot_core::{
+    PlanId, RunId, RunSnapshot, RunStatus, RunWrite, ScheduleId, Step, StepState, StepStatus,
+    TriggerKind, UserId, WriteAck,
+};
+use serde_json::Value;
+
+use crate::conn::{DbConn, Mode, Scope, set_scope, transaction};
+use crate::page::{Page, PageRequest, paginate};
+use crate::schema::{execution_logs, run_steps, runs};
+use crate::time::{db_now, now, to_naive, to_utc};
+use crate::{Database, StorageError};
+
+/// What a new run executes and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// The stored plan it comes from (`None` for ad-hoc plans and execute-step).
+    pub plan_id: Option<PlanId>,
+    /// Copied into each log row.
+    pub plan_name: String,
+    /// The snapshot of the steps this run executes.
+    pub steps: Vec<Step>,
+    /// `${input}`.
+    pub input: Value,
+    /// How it was started.
+    pub trigger: TriggerKind,
+    /// The schedule that fired it (scheduled runs only).
+    pub schedule_id: Option<ScheduleId>,
+    /// The logical tick it belongs to (scheduled runs only); unique per schedule.
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+/// A lease: who holds a run and for how long (from database time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// A name for the holder (e.g. `host:pid:worker-3`), shown on the run.
+    pub owner: String,
+    /// How long the lease lasts without a heartbeat.
+    pub ttl: Duration,
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    /// The run's id.
+    pub id: RunId,
+    /// Its owner.
+    pub user_id: UserId,
+    /// The stored plan it came from, if any.
+    pub plan_id: Option<PlanId>,
+    /// The plan's name at creation.
+    pub plan_name: String,
+    /// The steps it executes (its own snapshot).
+    pub steps: Vec<Step>,
+    /// How it was started.
+    pub trigger: TriggerKind,
+    /// The schedule that fired it.
+    pub schedule_id: Option<ScheduleId>,
+    /// The logical tick it belongs to.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// `${input}`.
+    pub input: Value,
+    /// Where it is.
+    pub status: RunStatus,
+    /// One entry per step (pending where nothing was recorded yet).
+    pub states: Vec<StepState>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Whether its owner asked to cancel it.
+    pub cancel_requested: bool,
+    /// Who holds the lease.
+    pub lease_owner: Option<String>,
+    /// The current lease epoch (the fencing token).
+    pub lease_epoch: i64,
+    /// When the lease ends without a heartbeat.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// How many times an expired lease was taken over.
+    pub takeover_count: u32,
+    /// When it was committed.
+    pub created_at: DateTime<Utc>,
+    /// When it was first claimed.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl RunRow {
+    /// What the engine needs to execute or resume this run under its current epoch.
+    pub fn snapshot(&self) -> RunSnapshot {
+        RunSnapshot {
+            run_id: self.id.clone(),
+            plan_id: self.plan_id.clone(),
+            user_id: self.user_id.clone(),
+            plan_name: self.plan_name.clone(),
+            steps: self.steps.clone(),
+            input: self.input.clone(),
+            states: self.states.clone(),
+            epoch: self.lease_epoch,
+            trigger: self.trigger,
+        }
+    }
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The run was queued and is now cancelled.
+    Cancelled,
+    /// The run is running; its executor stops at the next step boundary.
+    Requested,
+    /// The run had already ended with this status; nothing changed.
+    AlreadyFinished(RunStatus),
+}
+
+/// A worker's request for work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// The lease holder's name.
+    pub owner: String,
+    /// Most runs to claim.
+    pub limit: usize,
+    /// Lease length.
+    pub ttl: Duration,
+    /// Takeovers allowed per run; a run whose lease expires once more fails instead.
+    pub max_takeovers: u32,
+}
+
+/// One claimed run.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    /// What to execute, with the new epoch.
+    pub snapshot: RunSnapshot,
+    /// When the lease ends without a heartbeat.
+    pub lease_expires_at: DateTime<Utc>,
+    /// Whether this claim took over an expired lease (rather than a queued run).
+    pub taken_over: bool,
+    /// Takeovers so far, including this one.
+    pub takeover_count: u32,
+}
+
+/// A run failed because its lease expired more often than the cap allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbandonedRun {
+    /// The run.
+    pub run_id: RunId,
+    /// Its owner.
+    pub user_id: UserId,
+    /// Takeovers it had.
+    pub takeover_count: u32,
+}
+
+/// What a claim did.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimOutcome {
+    /// Runs now leased to the caller.
+    pub claimed: Vec<ClaimedRun>,
+    /// Runs failed for exceeding the takeover cap.
+    pub abandoned: Vec<AbandonedRun>,
+}
+
+/// Queue counters (all users), for metrics and for sleeping until work is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Runs waiting for a worker.
+    pub queued: u64,
+    /// Runs under a lease.
+    pub running: u64,
+    /// The earliest lease expiry among running runs.
+    pub next_lease_expiry: Option<DateTime<Utc>>,
+}
+
+/// The error message of a run failed by the takeover cap.
+pub const TAKEOVER_CAP_MESSAGE: &str =
+    "the run's lease expired more often than the takeover cap allows";
+
+#[derive(Queryable, Selectable, Insertable, Clone)]
+#[diesel(table_name = runs)]
+pub(crate) struct RunRecord {
+    pub(crate) id: String,
+    pub(crate) user_id: String,
+    pub(crate) plan_id: Option<String>,
+    pub(crate) plan_name: String,
+    pub(crate) steps_json: String,
+    pub(crate) step_count: i32,
+    pub(crate) trigger_kind: String,
+    pub(crate) schedule_id: Option<String>,
+    pub(crate) scheduled_for: Option<NaiveDateTime>,
+    pub(crate) input_json: String,
+    pub(crate) status: String,
+    pub(crate) error: Option<String>,
+    pub(crate) cancel_requested: bool,
+    pub(crate) lease_owner: Option<String>,
+    pub(crate) lease_epoch: i64,
+    pub(crate) lease_expires_at: Option<NaiveDateTime>,
+    pub(crate) takeover_count: i32,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) started_at: Option<NaiveDateTime>,
+    pub(crate) finished_at: Option<NaiveDateTime>,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = run_steps)]
+#[diesel(treat_none_as_null = true)]
+struct StepRecord {
+    run_id: String,
+    step_index: i32,
+    user_id: String,
+    step_id: String,
+    status: String,
+    output_json: Option<String>,
+    error: Option<String>,
+    attempts: i32,
+    latency_ms: i64,
+    started_at: Option<NaiveDateTime>,
+    finished_at: Option<NaiveDateTime>,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = execution_logs)]
+struct LogInsert {
+    id: String,
+    plan_id: Option<String>,
+    run_id: String,
+    user_id: String,
+    plan_name: String,
+    step_number: i32,
+    step_id: String,
+    provider: String,
+    action: String,
+    attempt: i32,
+    status: String,
+    message: Option<String>,
+    latency_ms: i64,
+    output_preview: Option<String>,
+    error: Option<String>,
+    timestamp: NaiveDateTime,
+    created_at: NaiveDateTime,
+}
+
+impl RunRecord {
+    /// A new run row: queued, or running under `lease` from `at`.
+    pub(crate) fn new(
+        user: &UserId,
+        run: &NewRun,
+        lease: Option<(&Lease, NaiveDateTime)>,
+    ) -> Result<Self, StorageError> {
+        let step_count = i32::try_from(run.steps.len())
+            .map_err(|_| StorageError::InvalidInput("too many steps".to_owned()))?;
+        let created_at = lease.map(|(_, at)| at).unwrap_or_else(now);
+        let (status, owner, epoch, expires, started) = match lease {
+            Some((lease, at)) => (
+                RunStatus::Running,
+                Some(lease.owner.clone()),
+                1,
+                Some(at + ttl(lease.ttl)?),
+                Some(at),
+            ),
+            None => (RunStatus::Queued, None, 0, None, None),
+        };
+        Ok(Self {
+            id: RunId::new().0,
+            user_id: user.0.clone(),
+            plan_id: run.plan_id.as_ref().map(|p| p.0.clone()),
+            plan_name: run.plan_name.clone(),
+            steps_json: serde_json::to_string(&run.steps)?,
+            step_count,
+            trigger_kind: run.trigger.as_str().to_owned(),
+            schedule_id: run.schedule_id.as_ref().map(|s| s.0.clone()),
+            scheduled_for: run.scheduled_for.map(to_naive),
+            input_json: serde_json::to_string(&run.input)?,
+            status: status.as_str().to_owned(),
+            error: None,
+            cancel_requested: false,
+            lease_owner: owner,
+            lease_epoch: epoch,
+            lease_expires_at: expires,
+            takeover_count: 0,
+            created_at,
+            started_at: started,
+            finished_at: None,
+            updated_at: created_at,
+        })
+    }
+
+    fn into_row(self, mut states: Vec<StepState>) -> Result<RunRow, StorageError> {
+        let steps: Vec<Step> = serde_json::from_str(&self.steps_json)?;
+        // One entry per step: fill what was never recorded with pending.
+        let mut by_index: HashMap<usize, StepState> = HashMap::new();
+        for (i, s) in states.drain(..).enumerate() {
+            by_index.insert(i, s);
+        }
+        let states = steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                by_index
+                    .remove(&i)
+                    .unwrap_or_else(|| StepState::pending(step.id.clone()))
+            })
+            .collect();
+        Ok(RunRow {
+            id: RunId(self.id),
+            user_id: UserId(self.user_id),
+            plan_id: self.plan_id.map(PlanId),
+            plan_name: self.plan_name,
+            steps,
+            trigger: TriggerKind::parse(&self.trigger_kind).ok_or_else(|| {
+                StorageError::Corrupt(format!("unknown trigger kind '{}'", self.trigger_kind))
+            })?,
+            schedule_id: self.schedule_id.map(ScheduleId),
+            scheduled_for: self.scheduled_for.map(to_utc),
+            input: serde_json::from_str(&self.input_json)?,
+            status: parse_status(&self.status)?,
+            states,
+            error: self.error,
+            cancel_requested: self.cancel_requested,
+            lease_owner: self.lease_owner,
+            lease_epoch: self.lease_epoch,
+            lease_expires_at: self.lease_expires_at.map(to_utc),
+            takeover_count: u32::try_from(self.takeover_count).unwrap_or(0),
+            created_at: to_utc(self.created_at),
+            started_at: self.started_at.map(to_utc),
+            finished_at: self.finished_at.map(to_utc),
+            updated_at: to_utc(self.updated_at),
+        })
+    }
+}
+
+impl StepRecord {
+    fn new(
+        run: &RunId,
+        user: &UserId,
+        index: i32,
+        state: &StepState,
+    ) -> Result<Self, StorageError> {
+        Ok(Self {
+            run_id: run.0.clone(),
+            step_index: index,
+            user_id: user.0.clone(),
+            step_id: state.step_id.clone(),
+            status: state.status.as_str().to_owned(),
+            output_json: state
+                .output
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+            error: state.error.clone(),
+            attempts: i32::try_from(state.attempts).unwrap_or(i32::MAX),
+            latency_ms: i64::try_from(state.latency_ms).unwrap_or(i64::MAX),
+            started_at: state.started_at.map(to_naive),
+            finished_at: state.finished_at.map(to_naive),
+            updated_at: now(),
+        })
+    }
+
+    fn into_state(self) -> Result<(i32, StepState), StorageError> {
+        let status = match self.status.as_str() {
+            "pending" => StepStatus::Pending,
+            "succeeded" => StepStatus::Succeeded,
+            "failed" => StepStatus::Failed,
+            "skipped" => StepStatus::Skipped,
+            other => {
+                return Err(StorageError::Corrupt(format!(
+                    "unknown step status '{other}'"
+                )));
+            }
+        };
+        Ok((
+            self.step_index,
+            StepState {
+                step_id: self.step_id,
+                status,
+                output: self
+                    .output_json
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()?,
+                error: self.error,
+                attempts: u32::try_from(self.attempts).unwrap_or(0),
+                latency_ms: u64::try_from(self.latency_ms).unwrap_or(0),
+                started_at: self.started_at.map(to_utc),
+                finished_at: self.finished_at.map(to_utc),
+            },
+        ))
+    }
+}
+
+pub(crate) fn parse_status(s: &str) -> Result<RunStatus, StorageError> {
+    RunStatus::parse(s).ok_or_else(|| StorageError::Corrupt(format!("unknown run status '{s}'")))
+}
+
+fn ttl(d: Duration) -> Result<chrono::Duration, StorageError> {
+    chrono::Duration::from_std(d)
+        .map_err(|_| StorageError::InvalidInput("lease ttl out of range".to_owned()))
+}
+
+/// Inserts a run row (the scheduler's firing transaction uses this too).
+pub(crate) fn insert_run(conn: &mut DbConn, record: &RunRecord) -> Result<(), StorageError> {
+    diesel::insert_into(runs::table)
+        .values(record)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Loads runs with their recorded step states; the caller's scope must cover `user`.
+fn load_runs(conn: &mut DbConn, records: Vec<RunRecord>) -> Result<Vec<RunRow>, StorageError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let users: Vec<&str> = records.iter().map(|r| r.user_id.as_str()).collect();
+    let steps = run_steps::table
+        .filter(run_steps::run_id.eq_any(&ids))
+        .filter(run_steps::user_id.eq_any(&users))
+        .order((run_steps::run_id, run_steps::step_index))
+        .select(StepRecord::as_select())
+        .load(conn)?;
+    let mut by_run: HashMap<String, Vec<StepRecord>> = HashMap::new();
+    for s in steps {
+        by_run.entry(s.run_id.clone()).or_default().push(s);
+    }
+    records
+        .into_iter()
+        .map(|r| {
+            let recorded = by_run.remove(&r.id).unwrap_or_default();
+            let count = usize::try_from(r.step_count).unwrap_or(0);
+            let mut states: Vec<Option<StepState>> = vec![None; count];
+            for s in recorded {
+                let (i, state) = s.into_state()?;
+                if let Some(slot) = usize::try_from(i).ok().and_then(|i| states.get_mut(i)) {
+                    *slot = Some(state);
+                }
+            }
+            let steps: Vec<Step> = serde_json::from_str(&r.steps_json)?;
+            let states = states
+                .into_iter()
+                .zip(steps.iter())
+                .map(|(s, step)| s.unwrap_or_else(|| StepState::pending(step.id.clone())))
+                .collect();
+            r.into_row(states)
+        })
+        .collect()
+}
+
+fn load_run(conn: &mut DbConn, user: &UserId, id: &RunId) -> Result<Option<RunRow>, StorageError> {
+    let record = runs::table
+        .filter(runs::user_id.eq(user.as_str()))
+        .filter(runs::id.eq(id.as_str()))
+        .select(RunRecord::as_select())
+        .first(conn)
+        .optional()?;
+    Ok(load_runs(conn, record.into_iter().collect())?.pop())
+}
+
+/// Why a fenced update matched nothing: the run is missing (or another user's), or the epoch
+/// moved on.
+fn fence_failure(conn: &mut DbConn, user: &UserId, id: &RunId) -> StorageError {
+    let exists = runs::table
+        .filter(runs::user_id.eq(user.as_str()))
+        .filter(runs::id.eq(id.as_str()))
+        .count()
+        .get_result::<i64>(conn);
+    match exists {
+        Ok(0) => StorageError::NotFound,
+        Ok(_) => StorageError::StaleEpoch,
+        Err(e) => e.into(),
+    }
+}
+
+/// Applies one engine write inside an open transaction: the fenced run update first (so a stale
+/// write changes nothing), then the step state, then the log rows.
+pub(crate) fn apply_write(conn: &mut DbConn, write: &RunWrite) -> Result<WriteAck, StorageError> {
+    set_scope(conn, Scope::User(&write.user_id))?;
+    let at = now();
+    let target = runs::table
+        .filter(runs::id.eq(write.run_id.as_str()))
+        .filter(runs::user_id.eq(write.user_id.as_str()))
+        .filter(runs::lease_epoch.eq(write.epoch))
+        .filter(runs::status.eq(RunStatus::Running.as_str()));
+    let fenced: Option<(bool, i32)> = match &write.finish {
+        Some(finish) => {
+            if !finish.status.is_terminal() {
+                return Err(StorageError::InvalidInput(
+                    "a run can only finish with a terminal status".to_owned(),
+                ));
+            }
+            diesel::update(target)
+                .set((
+                    runs::status.eq(finish.status.as_str()),
+                    runs::error.eq(finish.error.as_deref()),
+                    runs::finished_at.eq(Some(at)),
+                    runs::lease_owner.eq(None::<String>),
+                    runs::lease_expires_at.eq(None::<NaiveDateTime>),
+                    runs::updated_at.eq(at),
+                ))
+                .returning((runs::cancel_requested, runs::step_count))
+                .get_result(conn)
+                .optional()?
+        }
+        None => diesel::update(target)
+            .set(runs::updated_at.eq(at))
+            .returning((runs::cancel_requested, runs::step_count))
+            .get_result(conn)
+            .optional()?,
+    };
+    let Some((cancel_requested, step_count)) = fenced else {
+        return Err(fence_failure(conn, &write.user_id, &write.run_id));
+    };
+    if let Some((index, state)) = &write.step {
+        let index = i32::try_from(*index)
+            .ok()
+            .filter(|i| *i < step_count)
+            .ok_or_else(|| {
+                StorageError::InvalidInput(format!(
+                    "step index {index} is out of range for this run"
+                ))
+            })?;
+        let record = StepRecord::new(&write.run_id, &write.user_id, index, state)?;
+        // One upsert per step write; ON CONFLICT does not compile on the enum, so it is spelled
+        // out per backend. The run row is already fenced and locked, and step rows carry the
+        // run owner's id, so the conflicting row can only be this run's own.
+        macro_rules! upsert {
+            ($c:expr) => {
+                diesel::insert_into(run_steps::table)
+                    .values(&record)
+                    .on_conflict((run_steps::run_id, run_steps::step_index))
+                    .do_update()
+                    .set(&record)
+                    .execute($c)?
+            };
+        }
+        match conn {
+            DbConn::Pg(c) => upsert!(c),
+            DbConn::Sqlite(c) => upsert!(c),
+        };
+    }
+    if !write.logs.is_empty() {
+        let rows: Vec<LogInsert> = write
+            .logs
+            .iter()
+            .map(|l| LogInsert {
+                id: pilot_core::new_id(),
+                plan_id: l.plan_id.as_ref().map(|p| p.0.clone()),
+                run_id: write.run_id.0.clone(),
+                user_id: write.user_id.0.clone(),
+                plan_name: l.plan_name.clone(),
+                step_number: i32::try_from(l.step_number).unwrap_or(i32::MAX),
+                step_id: l.step_id.clone(),
+                provider: l.provider.clone(),
+                action: l.action.clone(),
+                attempt: i32::try_from(l.attempt).unwrap_or(i32::MAX),
+                status: l.status.clone(),
+                message: l.message.clone(),
+                latency_ms: i64::try_from(l.latency_ms).unwrap_or(i64::MAX),
+                output_preview: l.output_preview.clone(),
+                error: l.error.clone(),
+                timestamp: to_naive(l.timestamp),
+                created_at: at,
+            })
+            .collect();
+        // A multi-row insert does not compile on the enum: expand it per backend.
+        match conn {
+            DbConn::Pg(c) => diesel::insert_into(execution_logs::table)
+                .values(&rows)
+                .execute(c)?,
+            DbConn::Sqlite(c) => diesel::insert_into(execution_logs::table)
+                .values(&rows)
+                .execute(c)?,
+        };
+    }
+    Ok(WriteAck { cancel_requested })
+}
+
+impl Database {
+    /// Commits a queued run for a worker to pick up (`async: true`, webhooks).
+    /// On PostgreSQL, workers listening on [`crate::RUNS_CHANNEL`] are told at commit.
+    pub async fn enqueue_run(&self, user: &UserId, run: &NewRun) -> Result<RunRow, StorageError> {
+        let record = RunRecord::new(user, run, None)?;
+        let user = user.clone();
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
+                insert_run(conn, &record)?;
+                notify_runs(conn)
+            })?;
+            load_runs_from_record(record)
+        })
+        .await
+    }
+
+    /// Commits a run that the caller executes itself (inline `POST /api/execute`), already
+    /// running under `lease` with epoch 1; a crash leaves it to be taken over when the lease
+    /// expires. Returns what the engine executes.
+    pub async fn start_run(
+        &self,
+        user: &UserId,
+        run: &NewRun,
+        lease: &Lease,
+    ) -> Result<RunSnapshot, StorageError> {
+        let (user, run, lease) = (user.clone(), run.clone(), lease.clone());
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
+                let at = db_now(conn)?;
+                let record = RunRecord::new(&user, &run, Some((&lease, at)))?;
+                insert_run(conn, &record)?;
+                Ok(load_runs_from_record(record)?.snapshot())
+            })
+        })
+        .await
+    }
+
+    /// The user's run `id` with its step states, or `None`.
+    pub async fn run_by_id(
+        &self,
+        user: &UserId,
+        id: &RunId,
+    ) -> Result<Option<RunRow>, StorageError> {
+        let (user, id) = (user.clone(), id.clone());
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Read, |conn| {
+                load_run(conn, &user, &id)
+            })
+        })
+        .await
+    }
+
+    /// The user's runs of plan `plan`, newest first.
+    pub async fn list_runs_for_plan(
+        &self,
+        user: &UserId,
+        plan: &PlanId,
+        page: &PageRequest,
+    ) -> Result<Page<RunRow>, StorageError> {
+        let position = page.position()?;
+        let limit = page.clamped_limit();
+        let (user, plan) = (user.clone(), plan.clone());
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Read, |conn| {
+                let mut query = runs::table
+                    .filter(runs::user_id.eq(user.as_str()))
+                    .filter(runs::plan_id.eq(plan.as_str()))
+                    .select(RunRecord::as_select())
+                    .order((runs::created_at.desc(), runs::id.desc()))
+                    .limit(limit + 1)
+                    .into_boxed();
+                if let Some(c) = position {
+                    query = query.filter(
+                        runs::created_at
+                            .lt(c.created_at)
+                            .or(runs::created_at.eq(c.created_at).and(runs::id.lt(c.id))),
+                    );
+                }
+                let records = query.load(conn)?;
+                let page = paginate(records, limit, |r| (r.created_at, r.id.clone()), Ok)?;
+                Ok(Page {
+                    items: load_runs(conn, page.items)?,
+                    next_cursor: page.next_cursor,
+                })
+            })
+        })
+        .await
+    }
+
+    /// Cancels the user's run: a queued run at once, a running one at its next step boundary
+    /// (its executor sees `cancel_requested` in the next write's answer). `None` when missing.
+    pub async fn cancel_run(
+        &self,
+        user: &UserId,
+        id: &RunId,
+    ) -> Result<Option<CancelOutcome>, StorageError> {
+        let (user, id) = (user.clone(), id.clone());
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
+                let target = runs::table
+                    .filter(runs::user_id.eq(user.as_str()))
+                    .filter(runs::id.eq(id.as_str()));
+                let Some(status) = target
+                    .select(runs::status)
+                    .first::<String>(conn)
+                    .optional()?
+                else {
+                    return Ok(None);
+                };
+                let at = now();
+                let outcome = match parse_status(&status)? {
+                    RunStatus::Queued => {
+                        diesel::update(target)
+                            .set((
+                                runs::status.eq(RunStatus::Cancelled.as_str()),
+                                runs::cancel_requested.eq(true),
+                                runs::finished_at.eq(Some(at)),
+                                runs::updated_at.eq(at),
+                            ))
+                            .execute(conn)?;
+                        CancelOutcome::Cancelled
+                    }
+                    RunStatus::Running => {
+                        diesel::update(target)
+                            .set((runs::cancel_requested.eq(true), runs::updated_at.eq(at)))
+                            .execute(conn)?;
+                        CancelOutcome::Requested
+                    }
+                    done => CancelOutcome::AlreadyFinished(done),
+                };
+                Ok(Some(outcome))
+            })
+        })
+        .await
+    }
+
+    /// Claims up to `request.limit` runs for a worker: queued runs first by age, and running
+    /// runs whose lease expired (a takeover: takeover count + 1). Each claimed run gets a new
+    /// epoch and a lease from database time. Runs whose lease expired with the takeover cap
+    /// used up are failed instead. PostgreSQL locks with `FOR UPDATE SKIP LOCKED`, so workers
+    /// racing never claim the same run; SQLite serialises claims with `BEGIN IMMEDIATE`.
+    pub async fn claim_runs(&self, request: &ClaimRequest) -> Result<ClaimOutcome, StorageError> {
+        let request = request.clone();
+        let lease_ttl = ttl(request.ttl)?;
+        let limit = i64::try_from(request.limit.clamp(1, 1000)).unwrap_or(1000);
+        let cap = i32::try_from(request.max_takeovers).unwrap_or(i32::MAX);
+        self.run(move |conn| {
+            transaction(conn, Scope::Scheduler, Mode::Write, |conn| {
+                let at = db_now(conn)?;
+                let expires = at + lease_ttl;
+                let mut outcome = ClaimOutcome::default();
+
+                // Expired leases with no takeover left: fail them, with a new epoch so the lost
+                // worker's writes are rejected.
+                let doomed = pick(conn, PickKind::Abandoned { at, cap }, 100)?;
+                if !doomed.is_empty() {
+                    let ids: Vec<&str> = doomed.iter().map(|p| p.0.as_str()).collect();
+                    diesel::update(runs::table.filter(runs::id.eq_any(&ids)))
+                        .set((
+                            runs::status.eq(RunStatus::Failed.as_str()),
+                            runs::error.eq(Some(TAKEOVER_CAP_MESSAGE)),
+                            runs::lease_epoch.eq(runs::lease_epoch + 1),
+                            runs::lease_owner.eq(None::<String>),
+                            runs::lease_expires_at.eq(None::<NaiveDateTime>),
+                            runs::finished_at.eq(Some(at)),
+                            runs::updated_at.eq(at),
+                        ))
+                        .execute(conn)?;
+                    outcome.abandoned = doomed
+                        .into_iter()
+                        .map(|(id, user, _, takeovers)| AbandonedRun {
+                            run_id: RunId(id),
+                            user_id: UserId(user),
+                            takeover_count: u32::try_from(takeovers).unwrap_or(0),
+                        })
+                        .collect();
+                }
+
+                let picked = pick(conn, PickKind::Claimable { at, cap }, limit)?;
+                if picked.is_empty() {
+                    return Ok(outcome);
+                }
+                let (expired, queued): (Vec<_>, Vec<_>) = picked
+                    .iter()
+                    .partition(|p| p.2 == RunStatus::Running.as_str());
+                for (group, takeover) in [(queued, 0), (expired, 1)] {
+                    if group.is_empty() {
+                        continue;
+                    }
+                    let ids: Vec<&str> = group.iter().map(|p| p.0.as_str()).collect();
+                    diesel::update(runs::table.filter(runs::id.eq_any(&ids)))
+                        .set((
+                            runs::status.eq(RunStatus::Running.as_str()),
+                            runs::lease_owner.eq(Some(request.owner.as_str())),
+                            runs::lease_epoch.eq(runs::lease_epoch + 1),
+                            runs::lease_expires_at.eq(Some(expires)),
+                            runs::takeover_count.eq(runs::takeover_count + takeover),
+                            runs::started_at.eq(diesel::dsl::sql::<
+                                diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+                            >(
+                                "COALESCE(started_at, "
+                            )
+                            .bind::<diesel::sql_types::Timestamp, _>(at)
+                            .sql(")")),
+                            runs::updated_at.eq(at),
+                        ))
+                        .execute(conn)?;
+                }
+                let ids: Vec<&str> = picked.iter().map(|p| p.0.as_str()).collect();
+                let records = runs::table
+                    .filter(runs::id.eq_any(&ids))
+                    .select(RunRecord::as_select())
+                    .order((runs::created_at, runs::id))
+                    .load(conn)?;
+                // Step states are read under each owner's scope (run_steps accepts no other).
+                for record in records {
+                    let user = UserId(record.user_id.clone());
+                    set_scope(conn, Scope::User(&user))?;
+                    let Some(row) = load_runs(conn, vec![record])?.pop() else {
+                        continue;
+                    };
+                    outcome.claimed.push(ClaimedRun {
+                        lease_expires_at: to_utc(expires),
+                        taken_over: picked
+                            .iter()
+                            .any(|p| p.0 == row.id.0 && p.2 == RunStatus::Running.as_str()),
+                        takeover_count: row.takeover_count,
+                        snapshot: row.snapshot(),
+                    });
+                }
+                Ok(outcome)
+            })
+        })
+        .await
+    }
+
+    /// Extends the lease of a run the caller holds under `epoch`; answers whether cancellation
+    /// was requested. [`StorageError::StaleEpoch`] when the lease was lost.
+    pub async fn heartbeat(
+        &self,
+        user: &UserId,
+        id: &RunId,
+        epoch: i64,
+        lease_ttl: Duration,
+    ) -> Result<WriteAck, StorageError> {
+        let lease_ttl = ttl(lease_ttl)?;
+        let (user, id) = (user.clone(), id.clone());
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
+                let at = db_now(conn)?;
+                let fenced = diesel::update(
+                    runs::table
+                        .filter(runs::id.eq(id.as_str()))
+                        .filter(runs::user_id.eq(user.as_str()))
+                        .filter(runs::lease_epoch.eq(epoch))
+                        .filter(runs::status.eq(RunStatus::Running.as_str())),
+                )
+                .set((
+                    runs::lease_expires_at.eq(Some(at + lease_ttl)),
+                    runs::updated_at.eq(at),
+                ))
+                .returning(runs::cancel_requested)
+                .get_result::<bool>(conn)
+                .optional()?;
+                match fenced {
+                    Some(cancel_requested) => Ok(WriteAck { cancel_requested }),
+                    None => Err(fence_failure(conn, &user, &id)),
+                }
+            })
+        })
+        .await
+    }
+
+    /// Gives a run the caller holds under `epoch` back to the queue (graceful shutdown); the
+    /// next claim gives it a new epoch (and listening workers are told, on PostgreSQL).
+    /// [`StorageError::StaleEpoch`] when the lease was lost.
+    pub async fn release_run(
+        &self,
+        user: &UserId,
+        id: &RunId,
+        epoch: i64,
+    ) -> Result<(), StorageError> {
+        let (user, id) = (user.clone(), id.clone());
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
+                let n = diesel::update(
+                    runs::table
+                        .filter(runs::id.eq(id.as_str()))
+                        .filter(runs::user_id.eq(user.as_str()))
+                        .filter(runs::lease_epoch.eq(epoch))
+                        .filter(runs::status.eq(RunStatus::Running.as_str())),
+                )
+                .set((
+                    runs::status.eq(RunStatus::Queued.as_str()),
+                    runs::lease_owner.eq(None::<String>),
+                    runs::lease_expires_at.eq(None::<NaiveDateTime>),
+                    runs::updated_at.eq(now()),
+                ))
+                .execute(conn)?;
+                if n == 0 {
+                    return Err(fence_failure(conn, &user, &id));
+                }
+                notify_runs(conn)
+            })
+        })
+        .await
+    }
+
+    /// Queue counters across all users.
+    pub async fn queue_stats(&self) -> Result<QueueStats, StorageError> {
+        self.run(|conn| {
+            transaction(conn, Scope::Scheduler, Mode::Read, |conn| {
+                let count = |conn: &mut DbConn, status: RunStatus| -> Result<u64, StorageError> {
+                    let n: i64 = runs::table
+                        .filter(runs::status.eq(status.as_str()))
+                        .count()
+                        .get_result(conn)?;
+                    Ok(u64::try_from(n).unwrap_or(0))
+                };
+                let queued = count(conn, RunStatus::Queued)?;
+                let running = count(conn, RunStatus::Running)?;
+                let next: Option<NaiveDateTime> = runs::table
+                    .filter(runs::status.eq(RunStatus::Running.as_str()))
+                    .select(diesel::dsl::min(runs::lease_expires_at))
+                    .first(conn)?;
+                Ok(QueueStats {
+                    queued,
+                    running,
+                    next_lease_expiry: next.map(to_utc),
+                })
+            })
+        })
+        .await
+    }
+}
+
+/// Tells workers listening on [`crate::RUNS_CHANNEL`] that a run was queued (at commit).
+fn notify_runs(conn: &mut DbConn) -> Result<(), StorageError> {
+    if let DbConn::Pg(c) = conn {
+        diesel::connection::SimpleConnection::batch_execute(
+            c,
+            &format!("SELECT pg_notify('{}', '')", crate::RUNS_CHANNEL),
+        )?;
+    }
+    Ok(())
+}
+
+fn load_runs_from_record(record: RunRecord) -> Result<RunRow, StorageError> {
+    let steps: Vec<Step> = serde_json::from_str(&record.steps_json)?;
+    let states = steps
+        .iter()
+        .map(|s| StepState::pending(s.id.clone()))
+        .collect();
+    record.into_row(states)
+}
+
+#[derive(Clone, Copy)]
+enum PickKind {
+    /// Queued runs, and running runs whose lease expired with takeovers left.
+    Claimable { at: NaiveDateTime, cap: i32 },
+    /// Running runs whose lease expired with no takeover left.
+    Abandoned { at: NaiveDateTime, cap: i32 },
+}
+
+/// Selects (id, user_id, status, takeover_count) of runs to change, oldest first, locking them
+/// on PostgreSQL and skipping rows another worker holds.
+fn pick(
+    conn: &mut DbConn,
+    kind: PickKind,
+    limit: i64,
+) -> Result<Vec<(String, String, String, i32)>, StorageError> {
+    let running = RunStatus::Running.as_str();
+    let queued = RunStatus::Queued.as_str();
+    let base = runs::table
+        .select((runs::id, runs::user_id, runs::status, runs::takeover_count))
+        .order((runs::created_at, runs::id))
+        .limit(limit);
+    // FOR UPDATE cannot ride on a boxed query, so each case is spelled out per backend.
+    Ok(match kind {
+        PickKind::Claimable { at, cap } => {
+            let query = base.filter(
+                runs::status.eq(queued).or(runs::status
+                    .eq(running)
+                    .and(runs::lease_expires_at.lt(at))
+                    .and(runs::takeover_count.lt(cap))),
+            );
+            match conn {
+                DbConn::Pg(c) => query.for_update().skip_locked().load(c)?,
+                DbConn::Sqlite(c) => query.load(c)?,
+            }
+        }
+        PickKind::Abandoned { at, cap } => {
+            let query = base
+                .filter(runs::status.eq(running))
+                .filter(runs::lease_expires_at.lt(at))
+                .filter(runs::takeover_count.ge(cap));
+            match conn {
+                DbConn::Pg(c) => query.for_update().skip_locked().load(c)?,
+                DbConn::Sqlite(c) => query.load(c)?,
+            }
+        }
+    })
+}

@@ -1,0 +1,563 @@
+//! Runs under leases: durable step-by-step progress, fencing by epoch, takeover, the takeover
+//! cap, cancellation, racing claimers, and the group-commit writer under concurrency.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use pilot_core::{
+    RunFinish, RunStatus, RunStore, RunWrite, StepState, StepStatus, StoreError, UserId, WriteAck,
+};
+use serde_json::json;
+
+use super::{log, new_plan, new_run, on_both_backends, user};
+use crate::testing::TestDb;
+use crate::{CancelOutcome, ClaimRequest, Database, Lease, LogFilter, PageRequest, StorageError};
+
+on_both_backends!(
+    halfway_run_resumes_without_finished_steps,
+    stale_epoch_changes_nothing,
+    takeover_cap_fails_the_run,
+    cancel_queued_running_and_finished,
+    release_requeues_without_a_takeover,
+    racing_claimers_never_share_a_run,
+    group_commit_loses_nothing,
+    a_bad_write_does_not_fail_its_batch,
+);
+
+fn lease(ttl: Duration) -> Lease {
+    Lease {
+        owner: "api-1".into(),
+        ttl,
+    }
+}
+
+fn claim(owner: &str, limit: usize, ttl: Duration) -> ClaimRequest {
+    ClaimRequest {
+        owner: owner.into(),
+        limit,
+        ttl,
+        max_takeovers: 3,
+    }
+}
+
+fn done(step_id: &str, output: serde_json::Value) -> StepState {
+    StepState {
+        step_id: step_id.into(),
+        status: StepStatus::Succeeded,
+        output: Some(output),
+        error: None,
+        attempts: 1,
+        latency_ms: 5,
+        started_at: Some(chrono::Utc::now()),
+        finished_at: Some(chrono::Utc::now()),
+    }
+}
+
+fn write(run: &pilot_core::RunSnapshot, epoch: i64) -> RunWrite {
+    RunWrite {
+        run_id: run.run_id.clone(),
+        user_id: run.user_id.clone(),
+        epoch,
+        logs: vec![],
+        step: None,
+        finish: None,
+    }
+}
+
+async fn log_count(db: &Database, u: &UserId) -> usize {
+    db.list_logs(u, &LogFilter::default(), &PageRequest::first(500))
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+async fn expire_leases() {
+    // Leases of zero length expire as soon as the clock moves on.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+async fn halfway_run_resumes_without_finished_steps(t: &TestDb) {
+    let db = t.db();
+    let u = user(db, "u").await;
+    let plan = db
+        .create_plan(&u, &new_plan("p", &["a", "b", "c"]))
+        .await
+        .unwrap();
+    let run = db
+        .start_run(
+            &u,
+            &new_run(Some(&plan.id), &["a", "b", "c"]),
+            &lease(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        run.states.iter().map(|s| s.status).collect::<Vec<_>>(),
+        vec![StepStatus::Pending; 3]
+    );
+    for (i, id) in ["a", "b"].iter().enumerate() {
+        let mut w = write(&run, run.epoch);
+        w.step = Some((i, done(id, json!({"step": id, "n": i}))));
+        w.logs = vec![log(
+            &run.run_id,
+            &u,
+            Some(&plan.id),
+            u32::try_from(i).unwrap(),
+            1,
+        )];
+        assert_eq!(
+            db.write(w).await.unwrap(),
+            WriteAck {
+                cancel_requested: false
+            }
+        );
+    }
+    // The executor dies; its lease runs out; another worker takes the run over.
+    expire_leases().await;
+    let claimed = db
+        .claim_runs(&claim("worker-2", 10, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(claimed.claimed.len(), 1);
+    let resumed = &claimed.claimed[0];
+    assert!(resumed.taken_over);
+    assert_eq!(resumed.takeover_count, 1);
+    let snap = &resumed.snapshot;
+    assert_eq!(snap.epoch, run.epoch + 1);
+    assert_eq!(
+        (
+            snap.run_id.clone(),
+            snap.user_id.clone(),
+            snap.input.clone()
+        ),
+        (run.run_id.clone(), u.clone(), run.input.clone())
+    );
+    assert_eq!(snap.steps, run.steps);
+    assert_eq!(snap.states[0].output, Some(json!({"step": "a", "n": 0})));
+    assert_eq!(snap.states[1].output, Some(json!({"step": "b", "n": 1})));
+    assert_eq!(
+        snap.states.iter().map(|s| s.status).collect::<Vec<_>>(),
+        vec![
+            StepStatus::Succeeded,
+            StepStatus::Succeeded,
+            StepStatus::Pending
+        ],
+        "only the unfinished step is left to run"
+    );
+    let first_unfinished = snap.states.iter().position(|s| !s.status.is_finished());
+    assert_eq!(first_unfinished, Some(2));
+    // The new owner finishes it.
+    let mut w = write(snap, snap.epoch);
+    w.step = Some((2, done("c", json!(3))));
+    w.finish = Some(RunFinish {
+        status: RunStatus::Succeeded,
+        error: None,
+    });
+    db.write(w).await.unwrap();
+    let row = db.run_by_id(&u, &run.run_id).await.unwrap().unwrap();
+    assert_eq!(row.status, RunStatus::Succeeded);
+    assert_eq!(row.takeover_count, 1);
+    assert!(row.finished_at.is_some() && row.lease_owner.is_none());
+    assert_eq!(row.states[2].output, Some(json!(3)));
+    // Nothing left to claim.
+    assert!(
+        db.claim_runs(&claim("worker-3", 10, Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .claimed
+            .is_empty()
+    );
+}
+
+async fn stale_epoch_changes_nothing(t: &TestDb) {
+    let db = t.db();
+    let u = user(db, "u").await;
+    let run = db
+        .start_run(&u, &new_run(None, &["a", "b"]), &lease(Duration::ZERO))
+        .await
+        .unwrap();
+    expire_leases().await;
+    let taken = db
+        .claim_runs(&claim("w2", 1, Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .claimed
+        .remove(0);
+    assert_eq!(taken.snapshot.epoch, 2);
+    let before = db.run_by_id(&u, &run.run_id).await.unwrap().unwrap();
+    let logs_before = log_count(db, &u).await;
+
+    // The old owner (epoch 1) tries every kind of write.
+    let mut stale = write(&run, 1);
+    stale.logs = vec![log(&run.run_id, &u, None, 0, 1)];
+    stale.step = Some((0, done("a", json!("stale"))));
+    stale.finish = Some(RunFinish {
+        status: RunStatus::Failed,
+        error: Some("stale".into()),
+    });
+    assert!(matches!(db.write(stale).await, Err(StoreError::StaleEpoch)));
+    assert!(matches!(
+        db.heartbeat(&u, &run.run_id, 1, Duration::from_secs(60))
+            .await,
+        Err(StorageError::StaleEpoch)
+    ));
+    assert!(matches!(
+        db.release_run(&u, &run.run_id, 1).await,
+        Err(StorageError::StaleEpoch)
+    ));
+    // A future epoch is just as stale.
+    assert!(matches!(
+        db.write(write(&run, 3)).await,
+        Err(StoreError::StaleEpoch)
+    ));
+
+    let after = db.run_by_id(&u, &run.run_id).await.unwrap().unwrap();
+    assert_eq!(after, before, "nothing changed");
+    assert_eq!(log_count(db, &u).await, logs_before);
+
+    // The current owner can write; a write after the run finished is stale too.
+    let mut fine = write(&taken.snapshot, 2);
+    fine.finish = Some(RunFinish {
+        status: RunStatus::Succeeded,
+        error: None,
+    });
+    db.write(fine.clone()).await.unwrap();
+    assert!(matches!(db.write(fine).await, Err(StoreError::StaleEpoch)));
+    // An unknown run is not found.
+    let mut missing = write(&run, 1);
+    missing.run_id = pilot_core::RunId::new();
+    assert!(matches!(db.write(missing).await, Err(StoreError::NotFound)));
+}
+
+async fn takeover_cap_fails_the_run(t: &TestDb) {
+    let db = t.db();
+    let u = user(db, "u").await;
+    let queued = db.enqueue_run(&u, &new_run(None, &["a"])).await.unwrap();
+    let request = ClaimRequest {
+        owner: "w".into(),
+        limit: 5,
+        ttl: Duration::ZERO,
+        max_takeovers: 2,
+    };
+    let mut epochs = Vec::new();
+    for expected_takeovers in 0..=2u32 {
+        let got = db.claim_runs(&request).await.unwrap();
+        assert_eq!(got.claimed.len(), 1);
+        assert_eq!(got.claimed[0].takeover_count, expected_takeovers);
+        assert_eq!(got.claimed[0].taken_over, expected_takeovers > 0);
+        epochs.push(got.claimed[0].snapshot.epoch);
+        expire_leases().await;
+    }
+    assert_eq!(epochs, vec![1, 2, 3]);
+    let got = db.claim_runs(&request).await.unwrap();
+    assert!(got.claimed.is_empty());
+    assert_eq!(got.abandoned.len(), 1);
+    assert_eq!(
+        (
+            got.abandoned[0].run_id.clone(),
+            got.abandoned[0].takeover_count
+        ),
+        (queued.id.clone(), 2)
+    );
+    let row = db.run_by_id(&u, &queued.id).await.unwrap().unwrap();
+    assert_eq!(row.status, RunStatus::Failed);
+    assert_eq!(row.error.as_deref(), Some(crate::TAKEOVER_CAP_MESSAGE));
+    assert_eq!(row.lease_epoch, 4, "the lost worker's epoch is fenced off");
+    let stale = RunWrite {
+        run_id: queued.id.clone(),
+        user_id: u.clone(),
+        epoch: 3,
+        logs: vec![],
+        step: None,
+        finish: None,
+    };
+    assert!(matches!(db.write(stale).await, Err(StoreError::StaleEpoch)));
+}
+
+async fn cancel_queued_running_and_finished(t: &TestDb) {
+    let db = t.db();
+    let u = user(db, "u").await;
+    let queued = db.enqueue_run(&u, &new_run(None, &["a"])).await.unwrap();
+    assert_eq!(
+        db.cancel_run(&u, &queued.id).await.unwrap(),
+        Some(CancelOutcome::Cancelled)
+    );
+    let row = db.run_by_id(&u, &queued.id).await.unwrap().unwrap();
+    assert_eq!(row.status, RunStatus::Cancelled);
+    assert!(
+        db.claim_runs(&claim("w", 10, Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .claimed
+            .is_empty(),
+        "never claimed"
+    );
+    assert_eq!(
+        db.cancel_run(&u, &queued.id).await.unwrap(),
+        Some(CancelOutcome::AlreadyFinished(RunStatus::Cancelled))
+    );
+
+    let running = db
+        .start_run(
+            &u,
+            &new_run(None, &["a", "b"]),
+            &lease(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !db.write(write(&running, running.epoch))
+            .await
+            .unwrap()
+            .cancel_requested
+    );
+    assert_eq!(
+        db.cancel_run(&u, &running.run_id).await.unwrap(),
+        Some(CancelOutcome::Requested)
+    );
+    assert!(
+        db.write(write(&running, running.epoch))
+            .await
+            .unwrap()
+            .cancel_requested
+    );
+    assert!(
+        db.heartbeat(&u, &running.run_id, running.epoch, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .cancel_requested
+    );
+    let mut end = write(&running, running.epoch);
+    end.finish = Some(RunFinish {
+        status: RunStatus::Cancelled,
+        error: None,
+    });
+    db.write(end).await.unwrap();
+    assert_eq!(
+        db.run_by_id(&u, &running.run_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        RunStatus::Cancelled
+    );
+    assert_eq!(
+        db.cancel_run(&u, &pilot_core::RunId::new()).await.unwrap(),
+        None
+    );
+}
+
+async fn release_requeues_without_a_takeover(t: &TestDb) {
+    let db = t.db();
+    let u = user(db, "u").await;
+    db.enqueue_run(&u, &new_run(None, &["a"])).await.unwrap();
+    let first = db
+        .claim_runs(&claim("w1", 10, Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .claimed
+        .remove(0);
+    let stats = db.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.running), (0, 1));
+    assert!(stats.next_lease_expiry.is_some());
+    db.release_run(&u, &first.snapshot.run_id, first.snapshot.epoch)
+        .await
+        .unwrap();
+    assert_eq!(db.queue_stats().await.unwrap().queued, 1);
+    let second = db
+        .claim_runs(&claim("w2", 10, Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .claimed
+        .remove(0);
+    assert!(!second.taken_over);
+    assert_eq!(second.takeover_count, 0);
+    assert_eq!(second.snapshot.epoch, first.snapshot.epoch + 1);
+    // The heartbeat moves the lease forward under the current epoch.
+    let before = db
+        .run_by_id(&u, &second.snapshot.run_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lease_expires_at
+        .unwrap();
+    db.heartbeat(
+        &u,
+        &second.snapshot.run_id,
+        second.snapshot.epoch,
+        Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+    let after = db
+        .run_by_id(&u, &second.snapshot.run_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lease_expires_at
+        .unwrap();
+    assert!(after > before + chrono::Duration::seconds(500));
+}
+
+async fn racing_claimers_never_share_a_run(t: &TestDb) {
+    let db = t.db();
+    let users = [user(db, "a").await, user(db, "b").await];
+    let mut expected = HashSet::new();
+    for i in 0..60 {
+        expected.insert(
+            db.enqueue_run(&users[i % 2], &new_run(None, &["a"]))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // Four claimers, each on its own handle (its own pool), claiming small batches at once.
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let other = Database::open(&t.config()).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = other
+                    .claim_runs(&claim(&format!("w{w}"), 3, Duration::from_secs(60)))
+                    .await
+                    .unwrap();
+                if got.claimed.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.claimed.into_iter().map(|c| c.snapshot.run_id));
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.extend(task.await.unwrap());
+    }
+    let unique: HashSet<_> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), unique.len(), "a run was claimed twice");
+    assert_eq!(unique, expected, "every run was claimed");
+}
+
+async fn group_commit_loses_nothing(t: &TestDb) {
+    const TASKS: usize = 50;
+    const WRITES: usize = 20;
+    let db = t.db();
+    let users = [
+        user(db, "a").await,
+        user(db, "b").await,
+        user(db, "c").await,
+    ];
+    let steps: Vec<String> = (0..WRITES).map(|i| format!("s{i}")).collect();
+    let step_refs: Vec<&str> = steps.iter().map(String::as_str).collect();
+    let mut tasks = Vec::new();
+    for n in 0..TASKS {
+        let u = users[n % users.len()].clone();
+        let run = db
+            .start_run(
+                &u,
+                &new_run(None, &step_refs),
+                &lease(Duration::from_secs(600)),
+            )
+            .await
+            .unwrap();
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stale_rejected = 0;
+            for i in 0..WRITES {
+                let mut w = write(&run, run.epoch);
+                w.step = Some((i, done(&format!("s{i}"), json!({"task": n, "i": i}))));
+                w.logs = vec![log(&run.run_id, &u, None, u32::try_from(i).unwrap(), 1)];
+                if i + 1 == WRITES {
+                    w.finish = Some(RunFinish {
+                        status: RunStatus::Succeeded,
+                        error: None,
+                    });
+                }
+                db.write(w).await.unwrap();
+                // Interleave a stale write from a "lost" worker: rejected, alone.
+                if n % 5 == 0 && i + 1 < WRITES {
+                    let mut stale = write(&run, run.epoch + 7);
+                    stale.logs = vec![log(&run.run_id, &u, None, 99, 99)];
+                    assert!(matches!(db.write(stale).await, Err(StoreError::StaleEpoch)));
+                    stale_rejected += 1;
+                }
+            }
+            (run, stale_rejected)
+        }));
+    }
+    let mut finished = Vec::new();
+    for task in tasks {
+        finished.push(task.await.unwrap());
+    }
+    let mut total_logs = 0;
+    for u in &users {
+        let mut page = PageRequest::first(500);
+        loop {
+            let got = db.list_logs(u, &LogFilter::default(), &page).await.unwrap();
+            assert!(
+                got.items.iter().all(|l| l.attempt == 1),
+                "no stale row was stored"
+            );
+            total_logs += got.items.len();
+            match got.next_cursor {
+                Some(c) => page = PageRequest::after(500, c),
+                None => break,
+            }
+        }
+    }
+    assert_eq!(total_logs, TASKS * WRITES);
+    for (run, _) in &finished {
+        let row = db
+            .run_by_id(&run.user_id, &run.run_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.status, RunStatus::Succeeded);
+        assert!(row.states.iter().all(|s| s.status == StepStatus::Succeeded));
+        assert_eq!(
+            row.states[WRITES - 1].output.as_ref().unwrap()["i"],
+            json!(WRITES - 1)
+        );
+    }
+    assert_eq!(
+        finished.iter().map(|f| f.1).sum::<usize>(),
+        10 * (WRITES - 1)
+    );
+}
+
+async fn a_bad_write_does_not_fail_its_batch(t: &TestDb) {
+    let db = t.db();
+    let u = user(db, "u").await;
+    let mut runs = Vec::new();
+    for _ in 0..20 {
+        runs.push(
+            db.start_run(&u, &new_run(None, &["a"]), &lease(Duration::from_secs(600)))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut tasks = Vec::new();
+    for (n, run) in runs.iter().enumerate() {
+        let db = db.clone();
+        let mut w = write(run, run.epoch);
+        w.logs = vec![log(&run.run_id, &u, None, 0, 1)];
+        // Every fourth write names a step the run does not have.
+        w.step = Some((if n % 4 == 0 { 5 } else { 0 }, done("a", json!(n))));
+        tasks.push(tokio::spawn(async move { db.write(w).await }));
+    }
+    let mut bad = 0;
+    for (n, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(_) => assert_ne!(n % 4, 0),
+            Err(StoreError::Conflict(m)) if m.contains("out of range") => bad += 1,
+            Err(e) => panic!("write {n}: {e}"),
+        }
+    }
+    assert_eq!(bad, 5);
+    assert_eq!(
+        log_count(db, &u).await,
+        15,
+        "the bad writes left no trace, the good ones all landed"
+    );
+}

@@ -1,0 +1,16 @@
+DROP FUNCTION pilot_grant_app(text);
+DROP FUNCTION pilot_user_ids();
+DROP FUNCTION pilot_user_id_by_name(text);
+DROP FUNCTION pilot_user_count();
+DROP FUNCTION pilot_resolve_hook(text);
+DROP FUNCTION pilot_authenticate(text);
+DROP TABLE plan_hooks;
+DROP TABLE schedules;
+DROP TABLE custom_integrations;
+DROP TABLE provider_credentials;
+DROP TABLE execution_logs;
+DROP TABLE run_steps;
+DROP TABLE runs;
+DROP TABLE execution_plans;
+DROP TABLE api_tokens;
+DROP TABLE users;

@@ -1,0 +1,10 @@
+DROP TABLE plan_hooks;
+DROP TABLE schedules;
+DROP TABLE custom_integrations;
+DROP TABLE provider_credentials;
+DROP TABLE execution_logs;
+DROP TABLE run_steps;
+DROP TABLE runs;
+DROP TABLE execution_plans;
+DROP TABLE api_tokens;
+DROP TABLE users;
