@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use pilot_core::template::{self, Scope};
 use pilot_core::{
     LogRecord, PlanId, RunFinish, RunId, RunSnapshot, RunStatus, RunWrite, Step, StepState,
-    StepStatus, UserId,
+    StepStatus, StoreError, UserId,
 };
 use pilot_registry::{ProviderContext, ProviderError, ProviderOutput};
 use serde_json::{Map, Value};
@@ -96,7 +96,7 @@ async fn execute_in_span(
         user_id,
         plan_name,
         epoch,
-        deadline: Instant::now() + parts.config.run_timeout,
+        deadline: deadline_after(parts.config.run_timeout),
         cancel_requested: false,
     };
     let last_pending = states.iter().rposition(|s| !s.status.is_finished());
@@ -374,9 +374,15 @@ impl Executor<'_> {
                         credentials_loaded = true;
                         self.call(step, &params, &ctx, attempt_timeout).await
                     }
-                    Err(e) => Attempt::Failed(ProviderError::retryable(format!(
-                        "loading the caller's credentials failed: {e}"
-                    ))),
+                    Err(e) => {
+                        let message = format!("loading the caller's credentials failed: {e}");
+                        // Only an unreachable store may answer differently later; a value that
+                        // cannot be decrypted will not, so it is not retried.
+                        Attempt::Failed(match e {
+                            StoreError::Unavailable(_) => ProviderError::retryable(message),
+                            _ => ProviderError::permanent(message),
+                        })
+                    }
                 }
             } else {
                 self.call(step, &params, &ctx, attempt_timeout).await
@@ -486,7 +492,7 @@ impl Executor<'_> {
             }
             None => backoff::delay(policy, attempt, seed),
         };
-        if now + delay >= self.deadline {
+        if delay >= self.deadline.saturating_duration_since(now) {
             return Err("no time left in the run for another attempt".to_owned());
         }
         Ok(delay)
@@ -690,6 +696,14 @@ fn has_template(value: &Value) -> bool {
         Value::Object(map) => map.values().any(has_template),
         Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
+}
+
+/// The run's deadline `timeout` from now; a timeout too large for the clock (an operator's "no
+/// limit") saturates to a century instead of overflowing.
+fn deadline_after(timeout: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    let now = Instant::now();
+    now.checked_add(timeout.min(CENTURY)).unwrap_or(now)
 }
 
 /// A duration in whole milliseconds.

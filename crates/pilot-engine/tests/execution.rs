@@ -748,3 +748,83 @@ async fn a_large_output_is_stored_whole_and_previewed_in_one_kib() {
     );
     assert!(preview.starts_with("{\"text\":\"éé"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unbounded_run_timeout_does_not_overflow_the_clock() {
+    // An operator may configure "no run timeout" as a huge duration; the deadline saturates
+    // instead of panicking, and retries still follow the policy.
+    let config = EngineConfig {
+        run_timeout: Duration::MAX,
+        ..EngineConfig::default()
+    };
+    let h = Harness::with(config, |_, _| {});
+    h.script.push([retryable("down"), Answer::Ok(json!(1))]);
+    let snap = h.start(vec![scripted("s", json!({}))], json!({}));
+    let outcome = h.engine.execute_plan(snap).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(h.script.calls().len(), 2);
+}
+
+/// A credential store whose lookups fail with a chosen error.
+struct BrokenCredentials(fn() -> pilot_core::StoreError);
+
+#[async_trait::async_trait]
+impl pilot_core::CredentialStore for BrokenCredentials {
+    async fn credentials(
+        &self,
+        _user: &pilot_core::UserId,
+        _provider: &str,
+    ) -> Result<Vec<pilot_core::Credential>, pilot_core::StoreError> {
+        Err((self.0)())
+    }
+
+    async fn integration(
+        &self,
+        _user: &pilot_core::UserId,
+        _name: &str,
+    ) -> Result<Option<pilot_core::Integration>, pilot_core::StoreError> {
+        Err((self.0)())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_an_unavailable_credential_store_is_retried() {
+    // (error, attempts made): an undecryptable credential will not decrypt on a second try.
+    let check = |error: fn() -> pilot_core::StoreError, expect_attempts: u32| async move {
+        let h = Harness::with(EngineConfig::default(), |registry, script| {
+            let mut vault = Scripted::new("vault", script);
+            vault.credential_types = vec![CredentialKind::Bearer];
+            registry.register(vault).unwrap();
+        });
+        let mut parts = pilot_engine::EngineParts {
+            registry: h.engine.registry().clone(),
+            runs: h.store.clone(),
+            credentials: std::sync::Arc::new(BrokenCredentials(error)),
+            http: std::sync::Arc::new(
+                pilot_registry::OutboundClient::new(pilot_registry::OutboundConfig::default())
+                    .unwrap(),
+            ),
+            config: EngineConfig::default(),
+        };
+        parts.config.run_timeout = Duration::from_secs(600);
+        let engine = pilot_engine::Engine::new(parts);
+        let snap = h.start(
+            vec![support::step("keyed", "vault", "call", json!({}))],
+            json!({}),
+        );
+        let outcome = engine.execute_plan(snap).await.unwrap();
+        assert_eq!(outcome.status, RunStatus::Failed);
+        assert_eq!(outcome.states[0].attempts, expect_attempts);
+        assert!(h.script.calls().is_empty(), "the provider is never called");
+    };
+    check(
+        || pilot_core::StoreError::Corrupt("authentication failed".into()),
+        1,
+    )
+    .await;
+    check(
+        || pilot_core::StoreError::Unavailable("database down".into()),
+        3,
+    )
+    .await;
+}

@@ -30,12 +30,21 @@ pub(crate) type Pool = r2d2::Pool<Manager>;
 /// How long a SQLite connection waits for the write lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
 
-/// Opens connections for the pool.
-#[derive(Debug)]
+/// Opens connections for the pool. Its `Debug` (which r2d2's `Pool` prints) leaves the URL out:
+/// it may carry a password.
 pub(crate) struct Manager {
     url: String,
     backend: Backend,
     sync: SqliteSync,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("backend", &self.backend)
+            .field("sync", &self.sync)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Manager {
@@ -49,14 +58,18 @@ impl Manager {
 }
 
 /// Opens one connection, choosing the backend by the URL's scheme, so the caller sees the
-/// driver's own error (e.g. "password authentication failed") rather than a generic one.
+/// driver's own error (e.g. "password authentication failed") rather than a generic one. libpq
+/// quotes the URL, or the malformed part of it, when it cannot parse it (`invalid
+/// percent-encoded token: "<password>"`), so the URL's password is scrubbed from that error.
 pub(crate) fn establish(
     url: &str,
     backend: Backend,
     sync: SqliteSync,
 ) -> Result<DbConn, ConnectionError> {
     match backend {
-        Backend::Postgres => PgConnection::establish(url).map(DbConn::Pg),
+        Backend::Postgres => PgConnection::establish(url)
+            .map(DbConn::Pg)
+            .map_err(|e| scrub_connection_error(e, url)),
         Backend::Sqlite => {
             let mut conn = SqliteConnection::establish(sqlite_path(url))?;
             let sync = match sync {
@@ -90,6 +103,77 @@ impl r2d2::ManageConnection for Manager {
         std::thread::panicking()
             || <DbConn as Connection>::TransactionManager::is_broken_transaction_manager(conn)
     }
+}
+
+/// `e` with every secret of `url` (its password, raw and percent-decoded, and any `password=`
+/// query value) replaced, so a connection error can be logged.
+fn scrub_connection_error(e: ConnectionError, url: &str) -> ConnectionError {
+    let secrets = url_secrets(url);
+    let scrub = |message: String| {
+        secrets.iter().fold(message, |m, secret| {
+            m.replace(secret.as_str(), "[redacted]")
+        })
+    };
+    match e {
+        ConnectionError::BadConnection(m) => ConnectionError::BadConnection(scrub(m)),
+        ConnectionError::InvalidConnectionUrl(m) => ConnectionError::InvalidConnectionUrl(scrub(m)),
+        other => other,
+    }
+}
+
+/// The secrets a PostgreSQL URL may carry, longest first (so a longer form is replaced whole
+/// before a shorter one that it contains).
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut raw: Vec<&str> = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+        {
+            raw.push(password);
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split(['&', '#']) {
+            if let Some(("password", value)) = pair.split_once('=') {
+                raw.push(value);
+            }
+        }
+    }
+    let mut secrets: Vec<String> = Vec::new();
+    for secret in raw.into_iter().filter(|s| !s.is_empty()) {
+        secrets.push(secret.to_owned());
+        let decoded = percent_decode(secret);
+        if decoded != secret {
+            secrets.push(decoded);
+        }
+    }
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets
+}
+
+/// `%XX` sequences decoded (lossily, malformed ones kept as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Builds the pool; fails with the driver's error when the first connection cannot be opened.
@@ -205,4 +289,59 @@ pub(crate) fn is_plain_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libpq rejects these URLs while parsing (no connection is attempted) and quotes them, or
+    /// the password, in its error.
+    #[test]
+    fn connection_errors_never_echo_the_password() {
+        let check = |url: &str, secrets: &[&str]| {
+            let Err(e) = establish(url, Backend::Postgres, SqliteSync::Full) else {
+                panic!("{url} should not connect");
+            };
+            let shown = format!("{e} {e:?}");
+            for secret in secrets {
+                assert!(!shown.contains(secret), "{url}: {shown}");
+            }
+            assert!(shown.contains("[redacted]"), "{url}: {shown}");
+        };
+        check(
+            "postgres://app:hun%zzter2@127.0.0.1:5432/db",
+            &["hun", "zzter2"],
+        );
+        check("postgres://app:hunter2@[::1/db", &["hunter2"]);
+        check(
+            "postgres://app:p%40ss%2Fword@[::1/db",
+            &["p%40ss", "p@ss/word"],
+        );
+        check(
+            "postgres://app@127.0.0.1:5432/db?password=s3cr%zz",
+            &["s3cr"],
+        );
+    }
+
+    #[test]
+    fn manager_debug_hides_the_url() {
+        let manager = Manager::new(
+            "postgres://app:hunter2@127.0.0.1/db",
+            Backend::Postgres,
+            SqliteSync::Full,
+        );
+        let shown = format!("{manager:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn percent_decoding_keeps_malformed_sequences() {
+        let check =
+            |input: &str, expect: &str| assert_eq!(percent_decode(input), expect, "{input}");
+        check("p%40ss", "p@ss");
+        check("100%", "100%");
+        check("%zz%4", "%zz%4");
+        check("%C3%A9", "\u{e9}");
+    }
 }

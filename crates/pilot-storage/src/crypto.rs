@@ -125,20 +125,34 @@ impl Keyring {
     }
 
     /// The embedded default's key: reads `<data_dir>/master.key`, or on first start creates it
-    /// with a fresh key (O_EXCL, mode 0600). Returns the keyring (id `k1`) and the file's path.
+    /// with a fresh key (exclusively, mode 0600). Returns the keyring (id `k1`) and the file's
+    /// path.
+    ///
+    /// The key is written whole to a private temporary file (O_EXCL, 0600, synced) that is then
+    /// hard-linked to its name: the link fails if the name exists, exactly like O_EXCL, and a
+    /// process starting at the same moment never reads a file that is still empty. A crash
+    /// leaves at worst a stray temporary file, never an empty key file.
     pub fn load_or_generate(data_dir: &Path) -> Result<(Self, PathBuf), StorageError> {
         let path = data_dir.join(KEY_FILE_NAME);
         std::fs::create_dir_all(data_dir)?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return Ok((Self::from_master_key(text.trim())?, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         let fresh = Self::generate_key_base64()?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(&path) {
-            Ok(mut file) => {
-                file.write_all(fresh.as_bytes())?;
-                file.write_all(b"\n")?;
-                file.sync_all()?;
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix)
+            .map_err(|e| StorageError::KeyConfig(format!("no randomness: {e}")))?;
+        let temp = data_dir.join(format!(".{KEY_FILE_NAME}.{}.tmp", hex::encode(suffix)));
+        let written = write_private(&temp, &fresh);
+        let linked = written.and_then(|()| std::fs::hard_link(&temp, &path));
+        // The temporary name goes either way; the key lives on under `path` when linked.
+        let _ = std::fs::remove_file(&temp);
+        match linked {
+            Ok(()) => {
+                // Make the new name itself durable.
+                std::fs::File::open(data_dir)?.sync_all()?;
                 Ok((Self::from_master_key(&fresh)?, path))
             }
             // Another process (or an earlier start) created it: use what is there.
@@ -235,6 +249,18 @@ impl Keyring {
             .map_err(|_| StorageError::Decrypt("plaintext is not UTF-8".to_owned()))?;
         Ok(Secret::new(text))
     }
+}
+
+/// Creates `path` exclusively with mode 0600 and writes `key` to it, synced.
+fn write_private(path: &Path, key: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(key.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
 }
 
 /// `u32 big-endian length || bytes` for each field, so no two field lists encode alike.

@@ -110,6 +110,21 @@ impl RunRow {
             trigger: self.trigger,
         }
     }
+
+    /// [`RunRow::snapshot`] without copying the steps, input and states.
+    fn into_snapshot(self) -> RunSnapshot {
+        RunSnapshot {
+            run_id: self.id,
+            plan_id: self.plan_id,
+            user_id: self.user_id,
+            plan_name: self.plan_name,
+            steps: self.steps,
+            input: self.input,
+            states: self.states,
+            epoch: self.lease_epoch,
+            trigger: self.trigger,
+        }
+    }
 }
 
 /// What a cancel request did.
@@ -228,24 +243,25 @@ struct StepRecord {
     updated_at: NaiveDateTime,
 }
 
+/// An execution-log row as inserted, borrowing from the engine's record (no copies per row).
 #[derive(Insertable)]
 #[diesel(table_name = execution_logs)]
-struct LogInsert {
+struct LogInsert<'a> {
     id: String,
-    plan_id: Option<String>,
-    run_id: String,
-    user_id: String,
-    plan_name: String,
+    plan_id: Option<&'a str>,
+    run_id: &'a str,
+    user_id: &'a str,
+    plan_name: &'a str,
     step_number: i32,
-    step_id: String,
-    provider: String,
-    action: String,
+    step_id: &'a str,
+    provider: &'a str,
+    action: &'a str,
     attempt: i32,
-    status: String,
-    message: Option<String>,
+    status: &'a str,
+    message: Option<&'a str>,
     latency_ms: i64,
-    output_preview: Option<String>,
-    error: Option<String>,
+    output_preview: Option<&'a str>,
+    error: Option<&'a str>,
     timestamp: NaiveDateTime,
     created_at: NaiveDateTime,
 }
@@ -265,7 +281,7 @@ impl RunRecord {
                 RunStatus::Running,
                 Some(lease.owner.clone()),
                 1,
-                Some(at + ttl(lease.ttl)?),
+                Some(lease_end(at, lease.ttl)?),
                 Some(at),
             ),
             None => (RunStatus::Queued, None, 0, None, None),
@@ -295,22 +311,25 @@ impl RunRecord {
         })
     }
 
-    fn into_row(self, mut states: Vec<StepState>) -> Result<RunRow, StorageError> {
-        let steps: Vec<Step> = serde_json::from_str(&self.steps_json)?;
-        // One entry per step: fill what was never recorded with pending.
-        let mut by_index: HashMap<usize, StepState> = HashMap::new();
-        for (i, s) in states.drain(..).enumerate() {
-            by_index.insert(i, s);
-        }
-        let states = steps
-            .iter()
-            .enumerate()
-            .map(|(i, step)| {
-                by_index
-                    .remove(&i)
-                    .unwrap_or_else(|| StepState::pending(step.id.clone()))
-            })
-            .collect();
+    /// The row as the API shows it, from its already decoded steps and their states.
+    fn into_row(self, steps: Vec<Step>, states: Vec<StepState>) -> Result<RunRow, StorageError> {
+        let input = serde_json::from_str(&self.input_json)?;
+        self.into_row_with(steps, input, states)
+    }
+
+    /// Like [`RunRecord::into_row`] for a run just inserted from `steps` and `input`: nothing is
+    /// decoded again, every step is pending.
+    fn into_new_row(self, steps: Vec<Step>, input: Value) -> Result<RunRow, StorageError> {
+        let states = pending_states(&steps);
+        self.into_row_with(steps, input, states)
+    }
+
+    fn into_row_with(
+        self,
+        steps: Vec<Step>,
+        input: Value,
+        states: Vec<StepState>,
+    ) -> Result<RunRow, StorageError> {
         Ok(RunRow {
             id: RunId(self.id),
             user_id: UserId(self.user_id),
@@ -322,7 +341,7 @@ impl RunRecord {
             })?,
             schedule_id: self.schedule_id.map(ScheduleId),
             scheduled_for: self.scheduled_for.map(to_utc),
-            input: serde_json::from_str(&self.input_json)?,
+            input,
             status: parse_status(&self.status)?,
             states,
             error: self.error,
@@ -402,9 +421,13 @@ pub(crate) fn parse_status(s: &str) -> Result<RunStatus, StorageError> {
     RunStatus::parse(s).ok_or_else(|| StorageError::Corrupt(format!("unknown run status '{s}'")))
 }
 
-fn ttl(d: Duration) -> Result<chrono::Duration, StorageError> {
-    chrono::Duration::from_std(d)
-        .map_err(|_| StorageError::InvalidInput("lease ttl out of range".to_owned()))
+/// When a lease of `ttl` taken at `at` ends; a ttl past the calendar's end is refused rather
+/// than overflowing chrono's arithmetic (which panics).
+fn lease_end(at: NaiveDateTime, ttl: Duration) -> Result<NaiveDateTime, StorageError> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| at.checked_add_signed(ttl))
+        .ok_or_else(|| StorageError::InvalidInput("lease ttl out of range".to_owned()))
 }
 
 /// Inserts a run row (the scheduler's firing transaction uses this too).
@@ -450,7 +473,7 @@ fn load_runs(conn: &mut DbConn, records: Vec<RunRecord>) -> Result<Vec<RunRow>, 
                 .zip(steps.iter())
                 .map(|(s, step)| s.unwrap_or_else(|| StepState::pending(step.id.clone())))
                 .collect();
-            r.into_row(states)
+            r.into_row(steps, states)
         })
         .collect()
 }
@@ -480,10 +503,10 @@ fn fence_failure(conn: &mut DbConn, user: &UserId, id: &RunId) -> StorageError {
     }
 }
 
-/// Applies one engine write inside an open transaction: the fenced run update first (so a stale
-/// write changes nothing), then the step state, then the log rows.
+/// Applies one engine write inside an open transaction whose scope is the write's user (the
+/// group-commit writer sets it once per run of same-user writes): the fenced run update first
+/// (so a stale write changes nothing), then the step state, then the log rows.
 pub(crate) fn apply_write(conn: &mut DbConn, write: &RunWrite) -> Result<WriteAck, StorageError> {
-    set_scope(conn, Scope::User(&write.user_id))?;
     let at = now();
     let target = runs::table
         .filter(runs::id.eq(write.run_id.as_str()))
@@ -553,20 +576,20 @@ pub(crate) fn apply_write(conn: &mut DbConn, write: &RunWrite) -> Result<WriteAc
             .iter()
             .map(|l| LogInsert {
                 id: pilot_core::new_id(),
-                plan_id: l.plan_id.as_ref().map(|p| p.0.clone()),
-                run_id: write.run_id.0.clone(),
-                user_id: write.user_id.0.clone(),
-                plan_name: l.plan_name.clone(),
+                plan_id: l.plan_id.as_ref().map(PlanId::as_str),
+                run_id: write.run_id.as_str(),
+                user_id: write.user_id.as_str(),
+                plan_name: &l.plan_name,
                 step_number: i32::try_from(l.step_number).unwrap_or(i32::MAX),
-                step_id: l.step_id.clone(),
-                provider: l.provider.clone(),
-                action: l.action.clone(),
+                step_id: &l.step_id,
+                provider: &l.provider,
+                action: &l.action,
                 attempt: i32::try_from(l.attempt).unwrap_or(i32::MAX),
-                status: l.status.clone(),
-                message: l.message.clone(),
+                status: &l.status,
+                message: l.message.as_deref(),
                 latency_ms: i64::try_from(l.latency_ms).unwrap_or(i64::MAX),
-                output_preview: l.output_preview.clone(),
-                error: l.error.clone(),
+                output_preview: l.output_preview.as_deref(),
+                error: l.error.as_deref(),
                 timestamp: to_naive(l.timestamp),
                 created_at: at,
             })
@@ -589,13 +612,14 @@ impl Database {
     /// On PostgreSQL, workers listening on [`crate::RUNS_CHANNEL`] are told at commit.
     pub async fn enqueue_run(&self, user: &UserId, run: &NewRun) -> Result<RunRow, StorageError> {
         let record = RunRecord::new(user, run, None)?;
+        let (steps, input) = (run.steps.clone(), run.input.clone());
         let user = user.clone();
         self.run(move |conn| {
             transaction(conn, Scope::User(&user), Mode::Write, |conn| {
                 insert_run(conn, &record)?;
                 notify_runs(conn)
             })?;
-            load_runs_from_record(record)
+            record.into_new_row(steps, input)
         })
         .await
     }
@@ -615,7 +639,18 @@ impl Database {
                 let at = db_now(conn)?;
                 let record = RunRecord::new(&user, &run, Some((&lease, at)))?;
                 insert_run(conn, &record)?;
-                Ok(load_runs_from_record(record)?.snapshot())
+                // The snapshot is built from what was just written, not decoded back from it.
+                Ok(RunSnapshot {
+                    run_id: RunId(record.id),
+                    plan_id: run.plan_id,
+                    user_id: user.clone(),
+                    plan_name: run.plan_name,
+                    states: pending_states(&run.steps),
+                    steps: run.steps,
+                    input: run.input,
+                    epoch: record.lease_epoch,
+                    trigger: run.trigger,
+                })
             })
         })
         .await
@@ -727,13 +762,13 @@ impl Database {
     /// racing never claim the same run; SQLite serialises claims with `BEGIN IMMEDIATE`.
     pub async fn claim_runs(&self, request: &ClaimRequest) -> Result<ClaimOutcome, StorageError> {
         let request = request.clone();
-        let lease_ttl = ttl(request.ttl)?;
+        let lease_ttl = request.ttl;
         let limit = i64::try_from(request.limit.clamp(1, 1000)).unwrap_or(1000);
         let cap = i32::try_from(request.max_takeovers).unwrap_or(i32::MAX);
         self.run(move |conn| {
             transaction(conn, Scope::Scheduler, Mode::Write, |conn| {
                 let at = db_now(conn)?;
-                let expires = at + lease_ttl;
+                let expires = lease_end(at, lease_ttl)?;
                 let mut outcome = ClaimOutcome::default();
 
                 // Expired leases with no takeover left: fail them, with a new epoch so the lost
@@ -798,12 +833,22 @@ impl Database {
                     .select(RunRecord::as_select())
                     .order((runs::created_at, runs::id))
                     .load(conn)?;
-                // Step states are read under each owner's scope (run_steps accepts no other).
                 for record in records {
-                    let user = UserId(record.user_id.clone());
-                    set_scope(conn, Scope::User(&user))?;
-                    let Some(row) = load_runs(conn, vec![record])?.pop() else {
-                        continue;
+                    let row = if record.lease_epoch == 1 {
+                        // Its first lease: no executor ever held it, so it has no step rows
+                        // (a write needs a running run's epoch), and the query is skipped.
+                        let steps: Vec<Step> = serde_json::from_str(&record.steps_json)?;
+                        let states = pending_states(&steps);
+                        record.into_row(steps, states)?
+                    } else {
+                        // Step states are read under the owner's scope (run_steps accepts no
+                        // other).
+                        let user = UserId(record.user_id.clone());
+                        set_scope(conn, Scope::User(&user))?;
+                        let Some(row) = load_runs(conn, vec![record])?.pop() else {
+                            continue;
+                        };
+                        row
                     };
                     outcome.claimed.push(ClaimedRun {
                         lease_expires_at: to_utc(expires),
@@ -811,7 +856,7 @@ impl Database {
                             .iter()
                             .any(|p| p.0 == row.id.0 && p.2 == RunStatus::Running.as_str()),
                         takeover_count: row.takeover_count,
-                        snapshot: row.snapshot(),
+                        snapshot: row.into_snapshot(),
                     });
                 }
                 Ok(outcome)
@@ -829,7 +874,6 @@ impl Database {
         epoch: i64,
         lease_ttl: Duration,
     ) -> Result<WriteAck, StorageError> {
-        let lease_ttl = ttl(lease_ttl)?;
         let (user, id) = (user.clone(), id.clone());
         self.run(move |conn| {
             transaction(conn, Scope::User(&user), Mode::Write, |conn| {
@@ -842,7 +886,7 @@ impl Database {
                         .filter(runs::status.eq(RunStatus::Running.as_str())),
                 )
                 .set((
-                    runs::lease_expires_at.eq(Some(at + lease_ttl)),
+                    runs::lease_expires_at.eq(Some(lease_end(at, lease_ttl)?)),
                     runs::updated_at.eq(at),
                 ))
                 .returning(runs::cancel_requested)
@@ -931,13 +975,12 @@ fn notify_runs(conn: &mut DbConn) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn load_runs_from_record(record: RunRecord) -> Result<RunRow, StorageError> {
-    let steps: Vec<Step> = serde_json::from_str(&record.steps_json)?;
-    let states = steps
+/// One pending state per step.
+fn pending_states(steps: &[Step]) -> Vec<StepState> {
+    steps
         .iter()
         .map(|s| StepState::pending(s.id.clone()))
-        .collect();
-    record.into_row(states)
+        .collect()
 }
 
 #[derive(Clone, Copy)]

@@ -12,11 +12,11 @@
 use std::hash::{Hash, Hasher};
 use std::sync::mpsc;
 
-use pilot_core::{RunWrite, WriteAck};
+use pilot_core::{RunWrite, UserId, WriteAck};
 use tokio::sync::oneshot;
 
 use crate::StorageError;
-use crate::conn::{DbConn, Mode, Pool, Scope, transaction};
+use crate::conn::{DbConn, Mode, Pool, Scope, set_scope, transaction};
 use crate::runs::apply_write;
 
 type Reply = oneshot::Sender<Result<WriteAck, StorageError>>;
@@ -99,7 +99,14 @@ fn apply_batch(pool: &Pool, batch: Vec<Job>) {
     };
     let together = transaction(&mut conn, Scope::Anonymous, Mode::Write, |conn| {
         let mut outcomes = Vec::with_capacity(batch.len());
+        // On PostgreSQL a scope change is a round trip: make it only when the user changes.
+        let mut scoped: Option<&UserId> = None;
         for job in &batch {
+            let user = &job.write.user_id;
+            if scoped != Some(user) {
+                set_scope(conn, Scope::User(user))?;
+                scoped = Some(user);
+            }
             match apply_write(conn, &job.write) {
                 Ok(ack) => outcomes.push(Ok(ack)),
                 Err(e) if is_isolated(&e) => outcomes.push(Err(e)),
@@ -130,7 +137,7 @@ fn apply_batch(pool: &Pool, batch: Vec<Job>) {
 }
 
 fn apply_alone(conn: &mut DbConn, write: &RunWrite) -> Result<WriteAck, StorageError> {
-    transaction(conn, Scope::Anonymous, Mode::Write, |conn| {
+    transaction(conn, Scope::User(&write.user_id), Mode::Write, |conn| {
         apply_write(conn, write)
     })
 }

@@ -439,3 +439,36 @@ fn key_file_is_created_once_with_mode_0600() {
         Err(StorageError::KeyConfig(_))
     ));
 }
+
+#[test]
+fn processes_starting_together_agree_on_one_key() {
+    // A server and a worker starting at once on a fresh data directory: whoever loses the race
+    // to create the key file must read the winner's whole key, never a file still being written.
+    for _ in 0..100 {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let (data, barrier) = (data.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Keyring::load_or_generate(&data).map(|(k, _)| k.raw_key("k1"))
+                })
+            })
+            .collect();
+        let keys: Vec<_> = starts
+            .into_iter()
+            .map(|s| s.join().unwrap().unwrap())
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            vec![std::ffi::OsString::from(crate::KEY_FILE_NAME)]
+        );
+    }
+}

@@ -22,6 +22,7 @@ on_both_backends!(
     racing_claimers_never_share_a_run,
     group_commit_loses_nothing,
     a_bad_write_does_not_fail_its_batch,
+    a_lease_past_the_calendar_is_refused,
 );
 
 fn lease(ttl: Duration) -> Lease {
@@ -559,5 +560,38 @@ async fn a_bad_write_does_not_fail_its_batch(t: &TestDb) {
         log_count(db, &u).await,
         15,
         "the bad writes left no trace, the good ones all landed"
+    );
+}
+
+async fn a_lease_past_the_calendar_is_refused(t: &TestDb) {
+    // Representable as a chrono duration, but past year 262143 when added to now: chrono's `+`
+    // would panic inside the blocking task.
+    let forever = Duration::from_secs(1 << 50);
+    let db = t.db();
+    let u = user(db, "u").await;
+    let started = db
+        .start_run(&u, &new_run(None, &["a"]), &lease(forever))
+        .await;
+    assert!(
+        matches!(started, Err(StorageError::InvalidInput(_))),
+        "{started:?}"
+    );
+    db.enqueue_run(&u, &new_run(None, &["a"])).await.unwrap();
+    let claimed = db.claim_runs(&claim("w", 10, forever)).await;
+    assert!(
+        matches!(claimed, Err(StorageError::InvalidInput(_))),
+        "{claimed:?}"
+    );
+    // Nothing was claimed: a sane claim still finds the queued run.
+    let claimed = db
+        .claim_runs(&claim("w", 10, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(claimed.claimed.len(), 1);
+    let run = &claimed.claimed[0].snapshot;
+    let beat = db.heartbeat(&u, &run.run_id, run.epoch, forever).await;
+    assert!(
+        matches!(beat, Err(StorageError::InvalidInput(_))),
+        "{beat:?}"
     );
 }
