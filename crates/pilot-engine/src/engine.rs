@@ -140,9 +140,3 @@ impl Engine {
         })
     }
 }
-
-/// The `Idempotency-Key` of one step of one run: the same for every attempt and every executor
-/// that takes the run over, different for every other step or run.
-pub fn idempotency_key(run_id: &str, step_id: &str) -> String {
-    format!("{run_id}:{step_id}")
-}

@@ -6,5 +6,6 @@ mod error;
 mod preview;
 mod run;
 
-pub use engine::{Engine, EngineConfig, EngineParts, RunOutcome, idempotency_key};
+pub use engine::{Engine, EngineConfig, EngineParts, RunOutcome};
 pub use error::EngineError;
+pub use pilot_registry::idempotency_key;

@@ -21,7 +21,9 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::engine::{EngineParts, RunOutcome, idempotency_key};
+use pilot_registry::idempotency_key;
+
+use crate::engine::{EngineParts, RunOutcome};
 use crate::{EngineError, backoff, preview};
 use pilot_core::redact::Redactor;
 

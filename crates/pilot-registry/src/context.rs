@@ -46,7 +46,7 @@ impl std::fmt::Debug for ProviderContext {
 impl ProviderContext {
     /// A context with no credentials and no store, for library use and tests.
     pub fn new(user_id: UserId, run_id: RunId, step_id: &str, http: Arc<OutboundClient>) -> Self {
-        let idempotency_key = format!("{run_id}:{step_id}");
+        let idempotency_key = idempotency_key(run_id.as_str(), step_id);
         Self {
             user_id,
             run_id,
@@ -69,4 +69,10 @@ impl ProviderContext {
             .await
             .map_err(|e| ProviderError::retryable(format!("looking up integration '{name}': {e}")))
     }
+}
+
+/// The `Idempotency-Key` of one step of one run: the same across retries and takeovers, so a
+/// remote service can deduplicate a step that ran twice.
+pub fn idempotency_key(run_id: &str, step_id: &str) -> String {
+    format!("{run_id}:{step_id}")
 }

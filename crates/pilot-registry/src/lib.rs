@@ -6,7 +6,7 @@ mod outbound;
 mod provider;
 mod registry;
 
-pub use context::ProviderContext;
+pub use context::{ProviderContext, idempotency_key};
 pub use error::{ProviderError, RegistryError};
 #[cfg(any(test, feature = "test-support"))]
 pub use outbound::testing;
