@@ -1,1 +1,17 @@
 #![doc = include_str!("../README.md")]
+
+mod error;
+mod extract;
+mod generate;
+mod handlers;
+mod metrics;
+mod openapi;
+mod routes;
+mod server;
+mod state;
+
+pub use error::ApiError;
+pub use metrics::{MeteredRunStore, Metrics};
+pub use routes::{ParamKind, RouteInfo, Verb, config, routes};
+pub use server::{BoundServer, ServeError, ServerConfig, bind};
+pub use state::{ApiSettings, AppParts, AppState, DEFAULT_BODY_LIMIT, DEFAULT_LEASE_TTL};

@@ -1,0 +1,406 @@
+//! The server's wiring: turning the parsed configuration into a database handle, a keyring, a
+//! provider registry and the API state, then serving, or running one operator subcommand.
+//!
+//! This is the one place that knows every crate: providers are registered here because
+//! pilot-api must not depend on provider crates.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use pilot_api::{ApiSettings, AppParts, AppState, Metrics, ServerConfig};
+use pilot_registry::{OutboundClient, OutboundConfig, Registry, parse_allowlist};
+use pilot_storage::{Backend, Database, DbConfig, Keyring};
+
+use crate::cli::{
+    Cli, Command, Config, KeysCommand, LogFormat, LogsCommand, ServeArgs, TokensCommand,
+    UsersCommand,
+};
+
+/// The name of the first admin's token file in the data directory.
+pub(crate) const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Starts tracing to stderr, as text or JSON lines.
+pub(crate) fn init_tracing(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .with_context(|| format!("invalid log filter '{}'", config.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let result = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
+}
+
+/// Runs the command the operator asked for.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            None | Some(Command::Serve) => serve(&cli.config, &cli.serve).await,
+            Some(Command::Migrate { grant_app_role }) => {
+                migrate(&cli.config, grant_app_role.as_deref()).await
+            }
+            Some(Command::Users(UsersCommand::Create { name, admin })) => {
+                let db = open(&cli.config, false).await?;
+                let user = db
+                    .create_user(&name, admin)
+                    .await
+                    .context("creating the user")?;
+                say(&format!("created user '{}' (id {})", user.name, user.id));
+                say(&format!(
+                    "create a token with: pilot-server tokens create --user {}",
+                    user.name
+                ));
+                Ok(())
+            }
+            Some(Command::Tokens(TokensCommand::Create { user, label, out })) => {
+                let db = open(&cli.config, false).await?;
+                let found = db
+                    .user_by_name(&user)
+                    .await?
+                    .with_context(|| format!("no user named '{user}'"))?;
+                let (row, token) = db
+                    .create_token(&found.id, &label)
+                    .await
+                    .context("creating the token")?;
+                match out {
+                    Some(path) => {
+                        write_secret_file(&path, token.expose())?;
+                        say(&format!(
+                            "token {} for '{user}' written to {}",
+                            row.id,
+                            path.display()
+                        ));
+                    }
+                    None => {
+                        // Asked for explicitly, shown once: the operator's terminal is its only copy.
+                        say(token.expose());
+                    }
+                }
+                Ok(())
+            }
+            Some(Command::Tokens(TokensCommand::Revoke { id, user })) => {
+                let db = open(&cli.config, false).await?;
+                let found = db
+                    .user_by_name(&user)
+                    .await?
+                    .with_context(|| format!("no user named '{user}'"))?;
+                if !db.revoke_token(&found.id, &id).await? {
+                    bail!("user '{user}' has no live token with id '{id}'");
+                }
+                say(&format!("revoked token {id}"));
+                Ok(())
+            }
+            Some(Command::Keys(KeysCommand::Rotate)) => {
+                let db = open(&cli.config, true).await?;
+                let report = db.rotate_keys(100).await.context("rotating keys")?;
+                let active = db
+                    .keyring()
+                    .map(|k| k.active_key_id().to_owned())
+                    .unwrap_or_default();
+                say(&format!(
+                    "re-encrypted {} credential(s) under key '{active}'",
+                    report.rotated
+                ));
+                Ok(())
+            }
+            Some(Command::Logs(LogsCommand::Prune { older_than })) => {
+                let db = open(&cli.config, false).await?;
+                let cutoff = chrono::Utc::now() - older_than;
+                let n = db
+                    .prune_logs(cutoff)
+                    .await
+                    .context("pruning execution logs")?;
+                say(&format!(
+                    "deleted {n} execution-log row(s) older than {cutoff}"
+                ));
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Prints one line on stdout (operator output; never a secret unless asked for).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// The database URL: the flag, the file, or the embedded default.
+fn database_url(config: &Config) -> anyhow::Result<String> {
+    if let Some(url) = &config.database_url {
+        return Ok(url.clone());
+    }
+    if let Some(path) = &config.database_url_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the database URL from {}", path.display()))?;
+        return Ok(text.trim().to_owned());
+    }
+    Ok(format!(
+        "sqlite://{}",
+        config.data_dir.join("pilot.db").display()
+    ))
+}
+
+/// The keyring: configured keys, or on the embedded SQLite default a key generated into the
+/// data directory on first start. PostgreSQL deployments must configure theirs.
+fn keyring(config: &Config, backend: Backend) -> anyhow::Result<Keyring> {
+    let read = |path: &Path| -> anyhow::Result<String> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(text.trim().to_owned())
+    };
+    let single = match (&config.master_key, &config.master_key_file) {
+        (Some(_), Some(_)) => bail!("give PILOT_MASTER_KEY or PILOT_MASTER_KEY_FILE, not both"),
+        (Some(key), None) => Some(key.trim().to_owned()),
+        (None, Some(path)) => Some(read(path)?),
+        (None, None) => None,
+    };
+    let several = match (&config.master_keys, &config.master_keys_file) {
+        (Some(_), Some(_)) => bail!("give PILOT_MASTER_KEYS or PILOT_MASTER_KEYS_FILE, not both"),
+        (Some(keys), None) => Some(keys.trim().to_owned()),
+        (None, Some(path)) => Some(read(path)?),
+        (None, None) => None,
+    };
+    match (single, several) {
+        (Some(_), Some(_)) => bail!("give a single master key or PILOT_MASTER_KEYS, not both"),
+        (Some(key), None) => {
+            if key.is_empty() {
+                bail!("the master key is empty");
+            }
+            Keyring::from_master_key(&key).context("PILOT_MASTER_KEY")
+        }
+        (None, Some(keys)) => {
+            let active = config
+                .active_key_id
+                .as_deref()
+                .context("PILOT_MASTER_KEYS needs PILOT_ACTIVE_KEY_ID")?;
+            Keyring::from_keys(&keys, active).context("PILOT_MASTER_KEYS")
+        }
+        (None, None) if backend == Backend::Sqlite => {
+            let (keyring, path) =
+                Keyring::load_or_generate(&config.data_dir).context("the generated master key")?;
+            tracing::info!(path = %path.display(), "using the master key file in the data directory");
+            Ok(keyring)
+        }
+        (None, None) => bail!(
+            "PostgreSQL needs a master key: set PILOT_MASTER_KEY (or PILOT_MASTER_KEY_FILE, or PILOT_MASTER_KEYS with PILOT_ACTIVE_KEY_ID)"
+        ),
+    }
+}
+
+/// Opens the database (running pending migrations), with a keyring when `need_keys` or when
+/// one is configured.
+async fn open(config: &Config, need_keys: bool) -> anyhow::Result<Database> {
+    let url = database_url(config)?;
+    let mut db_config = DbConfig::new(url);
+    db_config.sqlite_sync = match config.sqlite_sync {
+        crate::cli::SqliteSync::Full => pilot_storage::SqliteSync::Full,
+        crate::cli::SqliteSync::Normal => pilot_storage::SqliteSync::Normal,
+    };
+    db_config.migration_url = config.migration_database_url.clone();
+    let backend = db_config.backend().context("PILOT_DATABASE_URL")?;
+    let configured = config.master_key.is_some()
+        || config.master_key_file.is_some()
+        || config.master_keys.is_some()
+        || config.master_keys_file.is_some();
+    let keyring = if need_keys || configured || backend == Backend::Sqlite {
+        Some(keyring(config, backend)?)
+    } else {
+        None
+    };
+    let db = Database::open(&db_config)
+        .await
+        .context("opening the database")?;
+    Ok(match keyring {
+        Some(k) => db.with_keyring(k),
+        None => db,
+    })
+}
+
+async fn migrate(config: &Config, grant: Option<&str>) -> anyhow::Result<()> {
+    let db = open(config, false).await?;
+    db.migrate().await.context("running migrations")?;
+    if let Some(role) = grant {
+        db.grant_app_role(role)
+            .await
+            .context("granting the application role")?;
+        say(&format!("granted role '{role}'"));
+    }
+    say("migrations are up to date");
+    Ok(())
+}
+
+/// The installed providers.
+fn registry(serve: &ServeArgs) -> anyhow::Result<Registry> {
+    let mut registry = Registry::new();
+    let ai = pilot_provider_ai::AiConfig {
+        openai_base_url: serve.openai_base_url.clone(),
+        groq_base_url: serve.groq_base_url.clone(),
+    };
+    pilot_provider_ai::register(&mut registry, &ai)?;
+    pilot_provider_http::register(&mut registry)?;
+    pilot_provider_logic::register(&mut registry)?;
+    Ok(registry)
+}
+
+/// On a database without users: creates `admin`, writes its token to a 0600 file in the data
+/// directory and prints that file's path with a curl line that reads it. The token itself is
+/// never printed or logged.
+async fn first_start(db: &Database, data_dir: &Path, bound: &str) -> anyhow::Result<()> {
+    if db.user_count().await? > 0 {
+        return Ok(());
+    }
+    let user = match db.create_user("admin", true).await {
+        Ok(user) => user,
+        // Another server sharing the database created it first.
+        Err(pilot_storage::StorageError::Conflict(_)) => return Ok(()),
+        Err(e) => return Err(e).context("creating the first admin user"),
+    };
+    let (_, token) = db.create_token(&user.id, "first start").await?;
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    write_secret_file(&path, token.expose())?;
+    let shown = std::path::absolute(&path).unwrap_or(path);
+    say(&format!(
+        "First start: created the admin user; its API token is in {}",
+        shown.display()
+    ));
+    say(&format!(
+        "Try: curl -H \"Authorization: Bearer $(cat {})\" http://{bound}/api/providers",
+        shown.display()
+    ));
+    Ok(())
+}
+
+/// Writes a secret to `path` with mode 0600, replacing an older file atomically: the new file is
+/// created exclusively under a temporary name, then renamed.
+fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let temp: PathBuf = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("secret"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&temp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&temp)
+        .with_context(|| format!("creating {}", temp.display()))?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let db = open(config, true).await?;
+    let allow = parse_allowlist(&serve.outbound_allow).context("PILOT_OUTBOUND_ALLOW")?;
+    let http = Arc::new(OutboundClient::new(OutboundConfig {
+        allow,
+        ..OutboundConfig::default()
+    })?);
+    let registry = Arc::new(registry(serve)?);
+    // EMBEDDED WORKER (issue 8), part 1 of 2: register the scheduler's metrics here, e.g.
+    // `SchedulerMetrics::register(metrics.registry_mut())`, so /metrics serves them too.
+    let metrics = Metrics::new();
+    let settings = ApiSettings {
+        body_limit: serve.body_limit,
+        ..ApiSettings::default()
+    };
+    let state = AppState::new(AppParts {
+        db: db.clone(),
+        registry,
+        http,
+        engine: pilot_engine::EngineConfig::default(),
+        metrics,
+        settings,
+    });
+
+    let server_config = ServerConfig {
+        bind: serve.bind,
+        workers: serve.http_workers,
+        ..ServerConfig::default()
+    };
+    let server = pilot_api::bind(state.clone(), &server_config)?;
+    let bound = server.local_addr().to_string();
+    first_start(&db, &config.data_dir, &bound).await?;
+
+    // One shutdown signal for everything: the HTTP server and the embedded worker.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    // ---- EMBEDDED WORKER (issue 8), part 2 of 2: start it here --------------------------------
+    // Unless --no-worker, start the scheduler/worker on this runtime with:
+    //   state.db().clone()             the database,
+    //   state.engine().clone()         the metered engine (runs it executes are counted),
+    //   state.queue_signal().clone()   notified after the API commits a queued run,
+    //   stopped(stop_rx.clone())       resolves on SIGTERM/SIGINT: stop claiming, then drain.
+    // Keep its JoinHandle in `worker` so shutdown waits for the drain.
+    let worker: Option<tokio::task::JoinHandle<()>> = None;
+    if serve.no_worker {
+        tracing::info!("embedded worker disabled (--no-worker)");
+    }
+    // -------------------------------------------------------------------------------------------
+
+    say(&format!("Pilot listening on http://{bound}"));
+    tracing::info!(addr = %bound, database = db.backend().as_str(), "serving");
+    server.run(stopped(stop_rx)).await?;
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

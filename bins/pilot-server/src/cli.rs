@@ -1,0 +1,295 @@
+//! The command line: every setting as a flag with an environment-variable fallback, parsed once
+//! by clap. Values of secret settings (database URLs, which may carry passwords, and master
+//! keys) are never shown by `--help`: their env values are hidden.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Pilot: a self-hosted automation server. Without a subcommand it serves the API (and runs an
+/// embedded worker) on the embedded SQLite default under ./pilot-data.
+#[derive(Debug, Parser)]
+#[command(name = "pilot-server", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) config: Config,
+
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Args)]
+pub(crate) struct Config {
+    /// Database URL: `postgres://user:pass@host/db`, or a SQLite file (`sqlite://path` or a
+    /// plain path). Default: a SQLite file `pilot.db` in the data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "PILOT_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub(crate) database_url: Option<String>,
+
+    /// File holding the database URL (instead of PILOT_DATABASE_URL).
+    #[arg(
+        long,
+        global = true,
+        env = "PILOT_DATABASE_URL_FILE",
+        conflicts_with = "database_url"
+    )]
+    pub(crate) database_url_file: Option<PathBuf>,
+
+    /// Owner-role database URL used to run migrations (PostgreSQL two-role setup). Default: the
+    /// database URL.
+    #[arg(
+        long,
+        global = true,
+        env = "PILOT_MIGRATION_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub(crate) migration_database_url: Option<String>,
+
+    /// Directory for the embedded database, the generated master key and the first admin token.
+    #[arg(
+        long,
+        global = true,
+        env = "PILOT_DATA_DIR",
+        default_value = "pilot-data"
+    )]
+    pub(crate) data_dir: PathBuf,
+
+    /// Master key for credential encryption: base64 of 32 bytes (key id `k1`). Without any key
+    /// setting, the embedded SQLite default generates one into the data directory.
+    #[arg(long, global = true, env = "PILOT_MASTER_KEY", hide_env_values = true)]
+    pub(crate) master_key: Option<String>,
+
+    /// File holding the master key (instead of PILOT_MASTER_KEY).
+    #[arg(long, global = true, env = "PILOT_MASTER_KEY_FILE")]
+    pub(crate) master_key_file: Option<PathBuf>,
+
+    /// Several master keys, `id:base64,id:base64`, for rotation; new values use the active one.
+    #[arg(long, global = true, env = "PILOT_MASTER_KEYS", hide_env_values = true)]
+    pub(crate) master_keys: Option<String>,
+
+    /// File holding PILOT_MASTER_KEYS's value.
+    #[arg(long, global = true, env = "PILOT_MASTER_KEYS_FILE")]
+    pub(crate) master_keys_file: Option<PathBuf>,
+
+    /// Which of PILOT_MASTER_KEYS encrypts new values.
+    #[arg(long, global = true, env = "PILOT_ACTIVE_KEY_ID")]
+    pub(crate) active_key_id: Option<String>,
+
+    /// SQLite durability: `full` (default; an answered request survives a power loss) or
+    /// `normal` (faster; the last commits may be lost on power loss, never on a crash).
+    #[arg(long, global = true, env = "PILOT_SQLITE_SYNC", value_enum, default_value_t = SqliteSync::Full)]
+    pub(crate) sqlite_sync: SqliteSync,
+
+    /// Log format.
+    #[arg(long, global = true, env = "PILOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `pilot_api=debug,info`.
+    #[arg(long, global = true, env = "PILOT_LOG", default_value = "info")]
+    pub(crate) log: String,
+}
+
+/// Settings of `serve` (also accepted before any subcommand, since serving is the default).
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the bound address is printed).
+    #[arg(
+        long,
+        global = true,
+        env = "PILOT_BIND",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub(crate) bind: SocketAddr,
+
+    /// Largest request body accepted, in bytes (larger ones get 413).
+    #[arg(long, global = true, env = "PILOT_BODY_LIMIT", default_value_t = pilot_api::DEFAULT_BODY_LIMIT)]
+    pub(crate) body_limit: usize,
+
+    /// Address ranges outgoing requests may reach despite the default block of loopback,
+    /// private, link-local and metadata addresses: comma-separated CIDRs, e.g. `10.1.0.0/16`.
+    #[arg(long, global = true, env = "PILOT_OUTBOUND_ALLOW", default_value = "")]
+    pub(crate) outbound_allow: String,
+
+    /// Base URL of an OpenAI-compatible server for the `openai` provider (trusted config).
+    #[arg(long, global = true, env = "PILOT_OPENAI_BASE_URL")]
+    pub(crate) openai_base_url: Option<url::Url>,
+
+    /// Base URL for the `groq` provider (trusted config).
+    #[arg(long, global = true, env = "PILOT_GROQ_BASE_URL")]
+    pub(crate) groq_base_url: Option<url::Url>,
+
+    /// Do not run the embedded worker (run `pilot-worker` processes instead).
+    #[arg(long, global = true, env = "PILOT_NO_WORKER")]
+    pub(crate) no_worker: bool,
+
+    /// HTTP worker threads (0: one per CPU core).
+    #[arg(long, global = true, env = "PILOT_HTTP_WORKERS", default_value_t = 0)]
+    pub(crate) http_workers: usize,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Run pending database migrations and exit.
+    Migrate {
+        /// PostgreSQL: grant this application role what it needs after migrating.
+        #[arg(long)]
+        grant_app_role: Option<String>,
+    },
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Manage master keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage execution logs.
+    #[command(subcommand)]
+    Logs(LogsCommand),
+}
+
+/// `users ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsersCommand {
+    /// Create a user.
+    Create {
+        /// The user's unique name.
+        name: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// `tokens ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Create an API token for a user. The token is written to `--out` (mode 0600) or, without
+    /// it, printed once on stdout.
+    Create {
+        /// The user's name.
+        #[arg(long)]
+        user: String,
+        /// A label to recognise the token by.
+        #[arg(long, default_value = "cli")]
+        label: String,
+        /// Write the token to this file (created with mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        /// The token's id.
+        id: String,
+        /// The token owner's name.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+/// `keys ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Re-encrypt every stored credential under the active key (resumable).
+    Rotate,
+}
+
+/// `logs ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum LogsCommand {
+    /// Delete execution-log rows older than a duration (the only path that deletes them).
+    Prune {
+        /// Age, e.g. `90d`, `12h`, `2w`, `30m`.
+        #[arg(long, value_parser = parse_age)]
+        older_than: chrono::Duration,
+    },
+}
+
+/// SQLite durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SqliteSync {
+    /// synchronous=FULL
+    Full,
+    /// synchronous=NORMAL
+    Normal,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses `<n><unit>` with unit `s`, `m`, `h`, `d` or `w`.
+pub(crate) fn parse_age(text: &str) -> Result<chrono::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("'{text}' needs a unit: s, m, h, d or w (e.g. 90d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' does not start with a number"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        other => return Err(format!("unknown unit '{other}': use s, m, h, d or w")),
+    };
+    n.checked_mul(seconds)
+        .filter(|s| *s > 0)
+        .and_then(chrono::Duration::try_seconds)
+        .ok_or_else(|| format!("'{text}' is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("90d").unwrap(), chrono::Duration::days(90));
+        assert_eq!(parse_age("2w").unwrap(), chrono::Duration::weeks(2));
+        assert_eq!(parse_age("30m").unwrap(), chrono::Duration::minutes(30));
+        for bad in ["", "d", "10", "10y", "-1d", "0d", "99999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn serve_is_the_default() {
+        let cli = Cli::try_parse_from(["pilot-server"]).unwrap();
+        assert!(cli.command.is_none());
+        let cli =
+            Cli::try_parse_from(["pilot-server", "logs", "prune", "--older-than", "7d"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Logs(LogsCommand::Prune { .. }))
+        ));
+    }
+}

@@ -1,0 +1,316 @@
+//! Plans: create, list, read, replace, delete, and their inbound-webhook tokens. A plan is
+//! validated against the installed providers when it is saved, so a run never starts with a
+//! plan that cannot work; the providers it needs are derived from its steps.
+
+use actix_web::web::Data;
+use actix_web::{HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use pilot_core::{Plan, PlanId, Step, Trigger, validate_plan};
+use pilot_scheduler::CronSchedule;
+use pilot_storage::{HookRow, NewPlan, PlanRow};
+use serde::{Deserialize, Serialize};
+
+use crate::extract::{Body, Caller, Query, path_id};
+use crate::handlers::{PageView, check_line, check_text};
+use crate::{ApiError, AppState};
+
+/// The body of `POST /api/plans` and `PUT /api/plans/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlanInput {
+    name: String,
+    #[serde(default)]
+    original_prompt: Option<String>,
+    steps: Vec<Step>,
+    #[serde(default)]
+    plain_english_steps: Option<Vec<String>>,
+    #[serde(default)]
+    trigger: Option<Trigger>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// The statuses a plan may have.
+pub(crate) const PLAN_STATUSES: [&str; 3] = ["active", "paused", "draft"];
+
+/// A stored plan as the API shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct PlanView {
+    id: PlanId,
+    name: String,
+    original_prompt: Option<String>,
+    steps: Vec<Step>,
+    plain_english_steps: Vec<String>,
+    required_providers: Vec<String>,
+    trigger: Option<Trigger>,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    /// Set once, in the answer that created the plan's first webhook token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<HookIssued>,
+}
+
+impl From<PlanRow> for PlanView {
+    fn from(row: PlanRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.plan.name,
+            original_prompt: row.plan.original_prompt,
+            steps: row.plan.steps,
+            plain_english_steps: row.plan.plain_english_steps,
+            required_providers: row.plan.required_providers,
+            trigger: row.plan.trigger,
+            status: row.plan.status,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            webhook: None,
+        }
+    }
+}
+
+/// A webhook token, shown once when it is created.
+#[derive(Debug, Serialize)]
+pub(crate) struct HookIssued {
+    id: String,
+    token: String,
+    path: String,
+    created_at: DateTime<Utc>,
+}
+
+/// A webhook token's metadata (the token itself is never stored).
+#[derive(Debug, Serialize)]
+pub(crate) struct HookView {
+    id: String,
+    plan_id: PlanId,
+    created_at: DateTime<Utc>,
+}
+
+impl From<HookRow> for HookView {
+    fn from(row: HookRow) -> Self {
+        Self {
+            id: row.id,
+            plan_id: row.plan_id,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// Validates a plan input against the registry and turns it into what storage keeps.
+pub(crate) fn prepare(state: &AppState, input: PlanInput) -> Result<NewPlan, ApiError> {
+    check_line("name", &input.name, 200, true)?;
+    if let Some(prompt) = &input.original_prompt {
+        check_text("original_prompt", prompt, 100_000)?;
+    }
+    let status = input.status.unwrap_or_else(|| "active".to_owned());
+    if !PLAN_STATUSES.contains(&status.as_str()) {
+        return Err(ApiError::invalid(
+            "status",
+            format!("must be one of {}", PLAN_STATUSES.join(", ")),
+        ));
+    }
+    if let Some(Trigger::Cron { cron, timezone }) = &input.trigger {
+        CronSchedule::parse(cron, timezone.as_deref().unwrap_or("UTC")).map_err(|e| {
+            let field = match e {
+                pilot_scheduler::CronError::UnknownTimeZone(_) => "trigger.timezone",
+                _ => "trigger.cron",
+            };
+            ApiError::invalid(field, e.to_string())
+        })?;
+    }
+    let plan = Plan {
+        name: input.name.trim().to_owned(),
+        steps: input.steps,
+    };
+    if let Err(errors) = validate_plan(&plan, state.registry().as_ref()) {
+        let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+        return Err(ApiError::validation(&errors, "", &ids));
+    }
+    let plain_english_steps = match input.plain_english_steps {
+        Some(lines) => {
+            if lines.len() > plan.steps.len().max(1) * 4 {
+                return Err(ApiError::invalid(
+                    "plain_english_steps",
+                    "has more lines than the plan could need",
+                ));
+            }
+            for (i, line) in lines.iter().enumerate() {
+                check_text(&format!("plain_english_steps[{i}]"), line, 2000)?;
+            }
+            lines
+        }
+        None => plan
+            .steps
+            .iter()
+            .map(|s| format!("{}: {}.{}", s.id, s.provider, s.action))
+            .collect(),
+    };
+    Ok(NewPlan {
+        required_providers: required_providers(&plan.steps),
+        name: plan.name,
+        original_prompt: input.original_prompt,
+        steps: plan.steps,
+        plain_english_steps,
+        trigger: input.trigger,
+        status,
+    })
+}
+
+/// The providers the steps call, each once, in first-use order.
+pub(crate) fn required_providers(steps: &[Step]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for step in steps {
+        if !out.contains(&step.provider) {
+            out.push(step.provider.clone());
+        }
+    }
+    out
+}
+
+/// `GET /api/plans`
+pub(crate) async fn list(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let page = Query::parse(&req, &["limit", "cursor"])?.page()?;
+    let plans = state.db().list_plans(&caller.user, &page).await?;
+    Ok(HttpResponse::Ok().json(PageView::from_page(plans, PlanView::from)))
+}
+
+/// `POST /api/plans`
+pub(crate) async fn create(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let input: PlanInput = body.json(&req).await?;
+    let plan = prepare(&state, input)?;
+    let webhook = matches!(plan.trigger, Some(Trigger::Webhook));
+    let row = state.db().create_plan(&caller.user, &plan).await?;
+    let mut view = PlanView::from(row);
+    if webhook {
+        view.webhook = issue_hook(&state, &caller, &view.id).await?;
+    }
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// `GET /api/plans/{id}`
+pub(crate) async fn get(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    Query::parse(&req, &[])?;
+    let id = PlanId(path_id(&req, "id")?);
+    let row = state
+        .db()
+        .plan(&caller.user, &id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(HttpResponse::Ok().json(PlanView::from(row)))
+}
+
+/// `PUT /api/plans/{id}`: replaces the plan. Runs already created keep their own snapshot.
+pub(crate) async fn update(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let id = PlanId(path_id(&req, "id")?);
+    let input: PlanInput = body.json(&req).await?;
+    let plan = prepare(&state, input)?;
+    let row = state
+        .db()
+        .update_plan(&caller.user, &id, &plan)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(HttpResponse::Ok().json(PlanView::from(row)))
+}
+
+/// `DELETE /api/plans/{id}`: deletes the plan, its schedule and its webhook tokens; its runs
+/// and logs stay.
+pub(crate) async fn delete(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = PlanId(path_id(&req, "id")?);
+    if state.db().delete_plan(&caller.user, &id).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+/// `POST /api/plans/{id}/hooks`: issues a new webhook token for the plan, shown once.
+pub(crate) async fn create_hook(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = PlanId(path_id(&req, "id")?);
+    let issued = issue_hook(&state, &caller, &id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(HttpResponse::Created().json(issued))
+}
+
+/// `GET /api/plans/{id}/hooks`: the plan's webhook tokens (metadata only).
+pub(crate) async fn list_hooks(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    Query::parse(&req, &[])?;
+    let id = PlanId(path_id(&req, "id")?);
+    state
+        .db()
+        .plan(&caller.user, &id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let hooks = state.db().list_hooks(&caller.user, &id).await?;
+    let items: Vec<HookView> = hooks.into_iter().map(HookView::from).collect();
+    Ok(HttpResponse::Ok().json(PageView {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// `DELETE /api/plans/{id}/hooks/{hook_id}`: revokes one webhook token.
+pub(crate) async fn delete_hook(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let plan = PlanId(path_id(&req, "id")?);
+    let hook = path_id(&req, "hook_id")?;
+    let hooks = state.db().list_hooks(&caller.user, &plan).await?;
+    if !hooks.iter().any(|h| h.id == hook) {
+        return Err(ApiError::not_found());
+    }
+    if state.db().delete_hook(&caller.user, &hook).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+async fn issue_hook(
+    state: &AppState,
+    caller: &Caller,
+    plan: &PlanId,
+) -> Result<Option<HookIssued>, ApiError> {
+    let Some((row, token)) = state.db().create_hook(&caller.user, plan).await? else {
+        return Ok(None);
+    };
+    let token = token.expose().to_owned();
+    Ok(Some(HookIssued {
+        id: row.id,
+        path: format!("/api/hooks/{token}"),
+        token,
+        created_at: row.created_at,
+    }))
+}

@@ -1,0 +1,521 @@
+//! Runs: `POST /api/execute` (inline or queued), `POST /api/execute-step`, inbound webhooks,
+//! and reading and cancelling runs.
+//!
+//! An inline execution holds a lease like a worker: the run is committed as running under this
+//! process's lease before the first step, the lease is renewed while the engine works, and the
+//! execution runs in its own task, so a client that hangs up does not stop it half way. If this
+//! process dies, the lease expires and a worker resumes the run at its first unfinished step.
+//! A queued run is committed before the 202 is sent (accepted means durable), then the queue
+//! signal wakes the embedded worker.
+
+use std::time::Duration;
+
+use actix_web::web::Data;
+use actix_web::{HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use pilot_core::{
+    Plan, PlanId, ProviderResult, RetryPolicy, RunId, RunSnapshot, RunStatus, Step, StepStatus,
+    TriggerKind, UserId, validate_plan, validate_step,
+};
+use pilot_engine::EngineError;
+use pilot_storage::{CancelOutcome, Lease, NewRun, RunRow, StorageError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::extract::{Body, Caller, Query, check_content_type, is_id, parse_json, path_id};
+use crate::handlers::PageView;
+use crate::{ApiError, AppState};
+
+/// The body of `POST /api/execute`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExecuteRequest {
+    #[serde(default)]
+    plan_id: Option<String>,
+    #[serde(default)]
+    plan: Option<Plan>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default, rename = "async")]
+    run_async: bool,
+}
+
+/// The body of `POST /api/execute-step`: one step, validated like a plan's first step.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExecuteStepRequest {
+    #[serde(default)]
+    id: Option<String>,
+    provider: String,
+    action: String,
+    #[serde(default)]
+    params: Map<String, Value>,
+    #[serde(default)]
+    retry: Option<RetryPolicy>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+/// A run as the API shows it: the run and, per step, its definition and outcome.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunView {
+    id: RunId,
+    plan_id: Option<PlanId>,
+    plan_name: String,
+    status: RunStatus,
+    trigger: TriggerKind,
+    input: Value,
+    error: Option<String>,
+    cancel_requested: bool,
+    scheduled_for: Option<DateTime<Utc>>,
+    takeover_count: u32,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    steps: Vec<StepView>,
+}
+
+/// One step of a run: what it calls and how it went.
+#[derive(Debug, Serialize)]
+pub(crate) struct StepView {
+    id: String,
+    provider: String,
+    action: String,
+    status: StepStatus,
+    output: Option<Value>,
+    error: Option<String>,
+    attempts: u32,
+    latency_ms: u64,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<RunRow> for RunView {
+    fn from(row: RunRow) -> Self {
+        let mut states = row.states.into_iter();
+        let steps = row
+            .steps
+            .into_iter()
+            .map(|step| {
+                let state = states.next();
+                let (status, output, error, attempts, latency_ms, started_at, finished_at) =
+                    match state {
+                        Some(s) => (
+                            s.status,
+                            s.output,
+                            s.error,
+                            s.attempts,
+                            s.latency_ms,
+                            s.started_at,
+                            s.finished_at,
+                        ),
+                        None => (StepStatus::Pending, None, None, 0, 0, None, None),
+                    };
+                StepView {
+                    id: step.id,
+                    provider: step.provider,
+                    action: step.action,
+                    status,
+                    output,
+                    error,
+                    attempts,
+                    latency_ms,
+                    started_at,
+                    finished_at,
+                }
+            })
+            .collect();
+        Self {
+            id: row.id,
+            plan_id: row.plan_id,
+            plan_name: row.plan_name,
+            status: row.status,
+            trigger: row.trigger,
+            input: row.input,
+            error: row.error,
+            cancel_requested: row.cancel_requested,
+            scheduled_for: row.scheduled_for,
+            takeover_count: row.takeover_count,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            steps,
+        }
+    }
+}
+
+/// What `POST /api/execute-step` answers: the run it recorded and the seed's `ProviderResult`.
+#[derive(Debug, Serialize)]
+struct StepResultView {
+    run_id: RunId,
+    #[serde(flatten)]
+    result: ProviderResult,
+}
+
+/// What a queued run's 202 answers.
+#[derive(Debug, Serialize)]
+struct Accepted {
+    run_id: RunId,
+    status: RunStatus,
+    run: RunView,
+}
+
+/// `POST /api/execute`
+pub(crate) async fn execute(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let request: ExecuteRequest = body.json(&req).await?;
+    let input = request.input.unwrap_or(Value::Null);
+    let new_run = match (request.plan_id, request.plan) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "plan",
+                "give either plan_id or plan, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "plan_id",
+                "give plan_id (a stored plan) or plan (an ad-hoc plan)",
+            ));
+        }
+        (Some(id), None) => {
+            if !is_id(&id) {
+                return Err(ApiError::not_found());
+            }
+            let row = state
+                .db()
+                .plan(&caller.user, &PlanId(id.to_ascii_lowercase()))
+                .await?
+                .ok_or_else(ApiError::not_found)?;
+            NewRun {
+                plan_id: Some(row.id),
+                plan_name: row.plan.name,
+                steps: row.plan.steps,
+                input,
+                trigger: TriggerKind::Api,
+                schedule_id: None,
+                scheduled_for: None,
+            }
+        }
+        (None, Some(plan)) => {
+            crate::handlers::check_line("plan.name", &plan.name, 200, true)?;
+            if let Err(errors) = validate_plan(&plan, state.registry().as_ref()) {
+                let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+                return Err(ApiError::validation(&errors, "plan.", &ids));
+            }
+            NewRun {
+                plan_id: None,
+                plan_name: plan.name,
+                steps: plan.steps,
+                input,
+                trigger: TriggerKind::Api,
+                schedule_id: None,
+                scheduled_for: None,
+            }
+        }
+    };
+    if request.run_async {
+        return enqueue(&state, &caller.user, &new_run).await;
+    }
+    let snapshot = state
+        .db()
+        .start_run(&caller.user, &new_run, &lease(&state))
+        .await?;
+    let run_id = snapshot.run_id.clone();
+    let result = spawn_inline(&state, snapshot, |engine, snapshot| async move {
+        engine.execute_plan(snapshot).await.map(|_| ())
+    })
+    .await?;
+    let row = state
+        .db()
+        .run_by_id(&caller.user, &run_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(&"a run created by this request vanished"))?;
+    inline_answer(result, row)
+}
+
+/// `POST /api/execute-step`
+pub(crate) async fn execute_step(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let request: ExecuteStepRequest = body.json(&req).await?;
+    let step = Step {
+        id: request.id.unwrap_or_else(|| "step".to_owned()),
+        provider: request.provider,
+        action: request.action,
+        params: request.params,
+        retry: request.retry,
+        timeout_ms: request.timeout_ms,
+        when: None,
+        continue_on_error: false,
+    };
+    if let Err(errors) = validate_step(&step, 0, &[], state.registry().as_ref()) {
+        // The step's fields are at the top level of this request.
+        let ids = [step.id.as_str()];
+        let e = ApiError::validation(&errors, "", &ids);
+        return Err(strip_step_prefix(e));
+    }
+    let new_run = NewRun {
+        plan_id: None,
+        plan_name: format!("execute-step {}.{}", step.provider, step.action),
+        steps: vec![step],
+        input: request.input.unwrap_or(Value::Null),
+        trigger: TriggerKind::Step,
+        schedule_id: None,
+        scheduled_for: None,
+    };
+    let snapshot = state
+        .db()
+        .start_run(&caller.user, &new_run, &lease(&state))
+        .await?;
+    let run_id = snapshot.run_id.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let result = spawn_inline(&state, snapshot, |engine, snapshot| async move {
+        let result = engine.execute_step(snapshot).await?;
+        let _ = tx.send(result);
+        Ok(())
+    })
+    .await?;
+    match (result, rx.await) {
+        (Ok(()), Ok(result)) => Ok(HttpResponse::Ok().json(StepResultView { run_id, result })),
+        (outcome, _) => {
+            let row = state
+                .db()
+                .run_by_id(&caller.user, &run_id)
+                .await?
+                .ok_or_else(|| ApiError::internal(&"a run created by this request vanished"))?;
+            inline_answer(outcome, row)
+        }
+    }
+}
+
+/// Rewrites `steps[0].params.url` to `params.url`: execute-step's body is the step itself.
+fn strip_step_prefix(e: ApiError) -> ApiError {
+    let rewrite = |v: &Value| -> Value {
+        match v.as_str() {
+            Some(s) => Value::String(s.strip_prefix("steps[0].").unwrap_or(s).to_owned()),
+            None => v.clone(),
+        }
+    };
+    let mut details = e.details().clone();
+    if let Some(obj) = details.as_object_mut() {
+        if let Some(field) = obj.get("field") {
+            let new = rewrite(field);
+            obj.insert("field".to_owned(), new);
+        }
+        if let Some(Value::Array(errors)) = obj.get_mut("errors") {
+            for item in errors {
+                if let Some(field) = item.get("field") {
+                    let new = rewrite(field);
+                    item["field"] = new;
+                }
+            }
+        }
+    }
+    e.with_details(details)
+}
+
+/// `POST /api/hooks/{token}`: starts the token's plan with the JSON body as `${input}` (and
+/// nothing else), as a queued run. No API token: the hook token is the credential.
+pub(crate) async fn inbound_hook(
+    state: Data<AppState>,
+    req: HttpRequest,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let token = req.match_info().get("token").unwrap_or_default().to_owned();
+    let Some((user, plan_id)) = state.db().resolve_hook(&token).await? else {
+        return Err(ApiError::not_found());
+    };
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
+    let bytes = body.bytes(&req).await?;
+    let input = if bytes.is_empty() {
+        Value::Null
+    } else {
+        check_content_type(content_type.as_deref())?;
+        parse_json::<Value>(&bytes)?
+    };
+    let plan = state
+        .db()
+        .plan(&user, &plan_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let new_run = NewRun {
+        plan_id: Some(plan.id),
+        plan_name: plan.plan.name,
+        steps: plan.plan.steps,
+        input,
+        trigger: TriggerKind::Webhook,
+        schedule_id: None,
+        scheduled_for: None,
+    };
+    let row = state.db().enqueue_run(&user, &new_run).await?;
+    state.queue_signal().notify_one();
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "run_id": row.id,
+        "status": row.status,
+    })))
+}
+
+/// `GET /api/runs/{id}`
+pub(crate) async fn get(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    Query::parse(&req, &[])?;
+    let id = RunId(path_id(&req, "id")?);
+    let row = state
+        .db()
+        .run_by_id(&caller.user, &id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(HttpResponse::Ok().json(RunView::from(row)))
+}
+
+/// `POST /api/runs/{id}/cancel`: a queued run is cancelled at once (200), a running one at its
+/// next step boundary (202); a finished run cannot be (409).
+pub(crate) async fn cancel(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = RunId(path_id(&req, "id")?);
+    let outcome = state
+        .db()
+        .cancel_run(&caller.user, &id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let status = match outcome {
+        CancelOutcome::AlreadyFinished(status) => {
+            return Err(ApiError::conflict(format!(
+                "the run already ended ({}); there is nothing to cancel",
+                status.as_str()
+            )));
+        }
+        CancelOutcome::Cancelled => {
+            state
+                .metrics()
+                .record_run_finished(RunStatus::Cancelled.as_str());
+            actix_web::http::StatusCode::OK
+        }
+        CancelOutcome::Requested => actix_web::http::StatusCode::ACCEPTED,
+    };
+    let row = state
+        .db()
+        .run_by_id(&caller.user, &id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(HttpResponse::build(status).json(RunView::from(row)))
+}
+
+/// `GET /api/plans/{id}/runs`
+pub(crate) async fn list_for_plan(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let page = Query::parse(&req, &["limit", "cursor"])?.page()?;
+    let id = PlanId(path_id(&req, "id")?);
+    state
+        .db()
+        .plan(&caller.user, &id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let runs = state
+        .db()
+        .list_runs_for_plan(&caller.user, &id, &page)
+        .await?;
+    Ok(HttpResponse::Ok().json(PageView::from_page(runs, RunView::from)))
+}
+
+async fn enqueue(state: &AppState, user: &UserId, run: &NewRun) -> Result<HttpResponse, ApiError> {
+    let row = state.db().enqueue_run(user, run).await?;
+    // Committed: now wake a worker.
+    state.queue_signal().notify_one();
+    Ok(HttpResponse::Accepted().json(Accepted {
+        run_id: row.id.clone(),
+        status: row.status,
+        run: RunView::from(row),
+    }))
+}
+
+fn lease(state: &AppState) -> Lease {
+    Lease {
+        owner: state.settings().lease_owner.clone(),
+        ttl: state.settings().lease_ttl,
+    }
+}
+
+/// Runs `work` in its own task while renewing the run's lease, and waits for it. The task goes
+/// on if the client hangs up.
+async fn spawn_inline<F, Fut>(
+    state: &AppState,
+    snapshot: RunSnapshot,
+    work: F,
+) -> Result<Result<(), EngineError>, ApiError>
+where
+    F: FnOnce(pilot_engine::Engine, RunSnapshot) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), EngineError>> + Send + 'static,
+{
+    let engine = state.engine().clone();
+    let db = state.db().clone();
+    let ttl = state.settings().lease_ttl;
+    let (user, run, epoch) = (
+        snapshot.user_id.clone(),
+        snapshot.run_id.clone(),
+        snapshot.epoch,
+    );
+    let task = tokio::spawn(async move {
+        let execution = work(engine, snapshot);
+        tokio::pin!(execution);
+        let period = (ttl / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                result = &mut execution => return result,
+                () = tokio::time::sleep(period) => {
+                    match db.heartbeat(&user, &run, epoch, ttl).await {
+                        Ok(_) => {}
+                        // The lease moved on: the engine's next write is fenced and it stops.
+                        Err(StorageError::StaleEpoch) => {}
+                        Err(e) => tracing::warn!(run_id = %run, error = %e, "renewing an inline run's lease failed"),
+                    }
+                }
+            }
+        }
+    });
+    task.await
+        .map_err(|e| ApiError::internal(&format!("inline execution task failed: {e}")))
+}
+
+/// The answer to an inline execution: the run as stored. 200 when it ended; 202 when it did not
+/// (its lease moved to a worker, which goes on with it); 503 when progress could not be
+/// written (the run resumes elsewhere once its lease expires).
+fn inline_answer(result: Result<(), EngineError>, row: RunRow) -> Result<HttpResponse, ApiError> {
+    match result {
+        Ok(()) | Err(EngineError::Fenced) => {
+            let status = if row.status.is_terminal() {
+                actix_web::http::StatusCode::OK
+            } else {
+                actix_web::http::StatusCode::ACCEPTED
+            };
+            Ok(HttpResponse::build(status).json(RunView::from(row)))
+        }
+        Err(EngineError::Store(pilot_core::StoreError::Unavailable(cause))) => {
+            tracing::warn!(error = %cause, "inline run could not write its progress");
+            Err(ApiError::unavailable())
+        }
+        Err(e) => Err(ApiError::internal(&e)),
+    }
+}

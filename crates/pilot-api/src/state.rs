@@ -1,0 +1,150 @@
+//! The application state every handler shares: the database, the engine, the registry, the
+//! metrics and the queue signal. It is built once (by the server, or by a test) from
+//! [`AppParts`] and registered with `App::app_data(web::Data::new(state))`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pilot_core::{CredentialStore, RunStore};
+use pilot_engine::{Engine, EngineConfig, EngineParts};
+use pilot_registry::{OutboundClient, Registry};
+use pilot_storage::Database;
+use tokio::sync::Notify;
+
+use crate::metrics::{MeteredRunStore, Metrics};
+
+/// The request body limit when none is configured: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The lease an inline execution holds when none is configured: a worker may take the run
+/// over this long after the API process last renewed it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Operator settings of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// Request bodies larger than this are refused with 413.
+    pub body_limit: usize,
+    /// The name this process holds leases under (shown on runs it executes inline).
+    pub lease_owner: String,
+    /// How long an inline execution's lease lasts between renewals.
+    pub lease_ttl: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            body_limit: DEFAULT_BODY_LIMIT,
+            lease_owner: format!("api:{}:{}", std::process::id(), pilot_core::new_id()),
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
+/// What [`AppState`] is built from.
+pub struct AppParts {
+    /// The database (with its keyring, for credentials).
+    pub db: Database,
+    /// The installed providers (the binary registers them).
+    pub registry: Arc<Registry>,
+    /// The guarded outbound client providers send through.
+    pub http: Arc<OutboundClient>,
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// The metrics registry (other components may have added theirs).
+    pub metrics: Metrics,
+    /// API settings.
+    pub settings: ApiSettings,
+}
+
+/// The shared state of every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    registry: Arc<Registry>,
+    http: Arc<OutboundClient>,
+    engine: Engine,
+    metrics: Arc<Metrics>,
+    queue_signal: Arc<Notify>,
+    settings: ApiSettings,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("db", &self.inner.db)
+            .field("registry", &self.inner.registry)
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Builds the state and its engine. The engine writes run progress through a
+    /// [`MeteredRunStore`] over the database, so every run it executes (inline or for the
+    /// embedded worker, which should use [`AppState::engine`]) is counted in the metrics.
+    pub fn new(parts: AppParts) -> Self {
+        let metrics = Arc::new(parts.metrics);
+        let db_store: Arc<dyn RunStore> = Arc::new(parts.db.clone());
+        let runs: Arc<dyn RunStore> = Arc::new(MeteredRunStore::new(db_store, metrics.clone()));
+        let credentials: Arc<dyn CredentialStore> = Arc::new(parts.db.clone());
+        let engine = Engine::new(EngineParts {
+            registry: parts.registry.clone(),
+            runs,
+            credentials,
+            http: parts.http.clone(),
+            config: parts.engine,
+        });
+        Self {
+            inner: Arc::new(Inner {
+                db: parts.db,
+                registry: parts.registry,
+                http: parts.http,
+                engine,
+                metrics,
+                queue_signal: Arc::new(Notify::new()),
+                settings: parts.settings,
+            }),
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// The engine (metered); the embedded worker executes claimed runs with it.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The installed providers.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    /// The guarded outbound client.
+    pub fn outbound(&self) -> &Arc<OutboundClient> {
+        &self.inner.http
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Notified after the API commits a queued run (async execute, inbound webhook): the
+    /// embedded worker waits on it instead of polling.
+    pub fn queue_signal(&self) -> &Arc<Notify> {
+        &self.inner.queue_signal
+    }
+
+    /// The API settings.
+    pub fn settings(&self) -> &ApiSettings {
+        &self.inner.settings
+    }
+}

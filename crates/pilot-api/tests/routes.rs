@@ -1,0 +1,461 @@
+//! Every route's happy path, on both storage backends, through the real route table: a user's
+//! whole journey from integrations and credentials to plans, runs, logs, schedules and webhooks.
+//! The test records which route patterns it reached and fails if any route of the table was
+//! left out, so a new route without a happy path here is noticed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may panic on the unexpected.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use pilot_registry::testing::{FakeServer, Reply as FakeReply};
+use serde_json::{Value, json};
+use support::{Req, World, send};
+
+#[actix_web::test]
+async fn every_route_works_on_every_backend() {
+    for world in World::all().await {
+        journey(&world).await;
+    }
+}
+
+async fn journey(world: &World) {
+    let backend = world.backend();
+    let app = world.app().await;
+    let alice = &world.alice;
+    let mut reached: BTreeSet<(String, String)> = BTreeSet::new();
+    let fake = FakeServer::start(vec![FakeReply::json(200, &json!({ "ok": true })); 16])
+        .await
+        .unwrap();
+
+    macro_rules! call {
+        ($req:expr, $status:expr) => {{
+            let req = $req;
+            let method = req.method.to_string();
+            let reply = send(&app, req).await;
+            assert_eq!(
+                reply.status, $status,
+                "[{backend}] {method} {:?}: {}",
+                reply.pattern, reply.text
+            );
+            if let Some(p) = &reply.pattern {
+                reached.insert((method, p.clone()));
+            }
+            reply
+        }};
+    }
+
+    // System routes.
+    let health = call!(Req::get("/api/health"), 200);
+    assert_eq!(health.body["status"], "ok");
+    let ready = call!(Req::get("/api/ready"), 200);
+    assert_eq!(ready.body["database"], backend);
+    let doc = call!(Req::get("/api/openapi.json"), 200);
+    assert_eq!(doc.body["openapi"], "3.1.0");
+    let providers = call!(Req::get("/api/providers").by(alice), 200);
+    let names: Vec<&str> = providers.body["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["openai", "groq", "webhook", "custom_api", "logic"]);
+
+    // Integrations.
+    let created = call!(
+        Req::post("/api/custom-integrations")
+            .by(alice)
+            .json(&json!({
+                "name": "crm", "base_url": fake.origin(), "auth_scheme": "bearer",
+                "default_headers": { "Accept": "application/json" }
+            })),
+        201
+    );
+    let integration = created.body["id"].as_str().unwrap().to_owned();
+    call!(
+        Req::get(format!("/api/custom-integrations/{integration}")).by(alice),
+        200
+    );
+    let list = call!(Req::get("/api/custom-integrations").by(alice), 200);
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+    let updated =
+        call!(
+        Req::put(format!("/api/custom-integrations/{integration}")).by(alice).json(&json!({
+            "name": "crm", "base_url": format!("{}/v2", fake.origin()), "auth_scheme": "bearer"
+        })),
+        200
+    );
+    assert!(updated.body["base_url"].as_str().unwrap().ends_with("/v2"));
+
+    // Credentials: write-only.
+    let secret = "sk-live-super-secret-value";
+    let stored = call!(
+        Req::post("/api/provider-credentials/custom_api")
+            .by(alice)
+            .json(&json!({
+                "type": "bearer", "value": secret, "integration": "crm"
+            })),
+        200
+    );
+    assert_eq!(stored.body["origin"], fake.origin());
+    assert!(!stored.text.contains(secret));
+    let status = call!(
+        Req::get("/api/provider-credentials/custom_api").by(alice),
+        200
+    );
+    assert_eq!(status.body["configured"], true);
+    assert!(!status.text.contains(secret));
+
+    // A draft plan from plain English, with the caller's own model key (not saved).
+    call!(
+        Req::post("/api/provider-credentials/openai")
+            .by(alice)
+            .json(&json!({ "type": "api_key", "value": "sk-test" })),
+        200
+    );
+    let draft = call!(
+        Req::post("/api/plans/generate")
+            .by(alice)
+            .json(&json!({ "prompt": "set a value" })),
+        200
+    );
+    assert!(draft.text.contains("Generated"), "{}", draft.text);
+    assert!(!draft.text.contains("sk-test"));
+    assert_eq!(
+        world.ai.requests()[0].header("authorization"),
+        Some("Bearer sk-test")
+    );
+
+    // Plans.
+    let plan_body = support::webhook_plan("Notify", fake.url("/orders").as_ref());
+    let plan = call!(Req::post("/api/plans").by(alice).json(&plan_body), 201);
+    assert_eq!(plan.body["required_providers"], json!(["logic", "webhook"]));
+    let plan_id = plan.body["id"].as_str().unwrap().to_owned();
+    call!(Req::get(format!("/api/plans/{plan_id}")).by(alice), 200);
+    let plans = call!(Req::get("/api/plans?limit=10").by(alice), 200);
+    assert_eq!(plans.body["items"][0]["id"], plan_id.as_str());
+    let mut replaced = plan_body.clone();
+    replaced["name"] = json!("Notify (v2)");
+    replaced["trigger"] =
+        json!({ "type": "cron", "cron": "0 9 * * 1-5", "timezone": "Europe/Paris" });
+    let replaced = call!(
+        Req::put(format!("/api/plans/{plan_id}"))
+            .by(alice)
+            .json(&replaced),
+        200
+    );
+    assert_eq!(replaced.body["name"], "Notify (v2)");
+
+    // Inline execution: every step's outcome comes back, the fake saw the shaped body.
+    let run = call!(
+        Req::post("/api/execute")
+            .by(alice)
+            .json(&json!({ "plan_id": plan_id, "input": { "id": 7 } })),
+        200
+    );
+    assert_eq!(run.body["status"], "succeeded", "{}", run.text);
+    assert_eq!(run.body["steps"][1]["status"], "succeeded");
+    assert_eq!(run.body["steps"][1]["output"]["status"], 200);
+    let received = fake.requests();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].json(), json!({ "order": { "id": 7 } }));
+    let run_id = run.body["id"].as_str().unwrap().to_owned();
+    call!(Req::get(format!("/api/runs/{run_id}")).by(alice), 200);
+    let runs = call!(
+        Req::get(format!("/api/plans/{plan_id}/runs")).by(alice),
+        200
+    );
+    assert_eq!(runs.body["items"][0]["id"], run_id.as_str());
+
+    // One log row per attempt.
+    let logs = call!(
+        Req::get(format!("/api/execution-logs?run_id={run_id}")).by(alice),
+        200
+    );
+    let rows = logs.body["items"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{}", logs.text);
+    assert!(rows.iter().all(|r| r["status"] == "succeeded"));
+    call!(
+        Req::get(format!("/api/execution-logs?plan_id={plan_id}&limit=1")).by(alice),
+        200
+    );
+
+    // Queued execution, then cancel it before any worker runs it.
+    let accepted = call!(
+        Req::post("/api/execute")
+            .by(alice)
+            .json(&json!({ "plan_id": plan_id, "async": true })),
+        202
+    );
+    assert_eq!(accepted.body["status"], "queued");
+    let queued = accepted.body["run_id"].as_str().unwrap().to_owned();
+    let cancelled = call!(
+        Req::post(format!("/api/runs/{queued}/cancel")).by(alice),
+        200
+    );
+    assert_eq!(cancelled.body["status"], "cancelled");
+
+    // One step with given params, recorded like a run.
+    let step = call!(
+        Req::post("/api/execute-step").by(alice).json(&json!({
+            "provider": "logic", "action": "transform", "params": { "expression": ".a + 1", "input": { "a": 41 } }
+        })),
+        200
+    );
+    assert_eq!(step.body["success"], true, "{}", step.text);
+    assert_eq!(step.body["output"], 42);
+    let step_run = step.body["run_id"].as_str().unwrap();
+    let step_logs = call!(
+        Req::get(format!("/api/execution-logs?run_id={step_run}")).by(alice),
+        200
+    );
+    assert_eq!(step_logs.body["items"].as_array().unwrap().len(), 1);
+
+    // Schedules: from the stored cron trigger, listed, previewed, removed.
+    let schedule = call!(
+        Req::post(format!("/api/plans/{plan_id}/schedule")).by(alice),
+        200
+    );
+    assert_eq!(schedule.body["cron"], "0 9 * * 1-5");
+    assert_eq!(schedule.body["timezone"], "Europe/Paris");
+    assert!(schedule.body["next_run_at"].is_string());
+    let jobs = call!(Req::get("/api/scheduler/jobs").by(alice), 200);
+    assert_eq!(jobs.body["items"][0]["plan_id"], plan_id.as_str());
+    let preview = call!(
+        Req::get("/api/scheduler/preview?cron=30%202%20*%20*%20*&timezone=America/New_York&count=3&after=2025-03-08T00:00:00Z").by(alice),
+        200
+    );
+    assert_eq!(
+        preview.body["fires"],
+        json!([
+            "2025-03-08T02:30:00-05:00",
+            "2025-03-09T03:00:00-04:00",
+            "2025-03-10T02:30:00-04:00"
+        ])
+    );
+    let removed = call!(
+        Req::post(format!("/api/plans/{plan_id}/unschedule")).by(alice),
+        200
+    );
+    assert_eq!(removed.body["unscheduled"], true);
+
+    // Webhooks: issue a token, start the plan with a JSON body, revoke the token.
+    let hook = call!(
+        Req::post(format!("/api/plans/{plan_id}/hooks")).by(alice),
+        201
+    );
+    let token = hook.body["token"].as_str().unwrap().to_owned();
+    let hook_id = hook.body["id"].as_str().unwrap().to_owned();
+    let hooks = call!(
+        Req::get(format!("/api/plans/{plan_id}/hooks")).by(alice),
+        200
+    );
+    assert!(!hooks.text.contains(&token));
+    let started = call!(
+        Req::post(format!("/api/hooks/{token}")).json(&json!({ "from": "outside" })),
+        202
+    );
+    let hook_run = started.body["run_id"].as_str().unwrap();
+    let queued = call!(Req::get(format!("/api/runs/{hook_run}")).by(alice), 200);
+    assert_eq!(queued.body["trigger"], "webhook");
+    assert_eq!(queued.body["input"], json!({ "from": "outside" }));
+    call!(
+        Req::delete(format!("/api/plans/{plan_id}/hooks/{hook_id}")).by(alice),
+        204
+    );
+
+    // Metrics count what ran, with no user data in labels.
+    let metrics = call!(Req::get("/metrics"), 200);
+    assert!(
+        metrics
+            .text
+            .contains("pilot_step_attempts_total{provider=\"webhook\",status=\"succeeded\"}"),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics.text.contains("pilot_queue_depth 1"),
+        "{}",
+        metrics.text
+    );
+    assert!(!metrics.text.contains("alice") && !metrics.text.contains("Notify"));
+
+    // Deletions.
+    let deleted = call!(
+        Req::delete("/api/provider-credentials/custom_api").by(alice),
+        200
+    );
+    assert_eq!(deleted.body["deleted"], 1);
+    call!(
+        Req::delete(format!("/api/custom-integrations/{integration}")).by(alice),
+        204
+    );
+    call!(Req::delete(format!("/api/plans/{plan_id}")).by(alice), 204);
+    call!(Req::get(format!("/api/plans/{plan_id}")).by(alice), 404);
+
+    let expected: BTreeSet<(String, String)> = pilot_api::routes()
+        .map(|r| (r.verb.as_str().to_owned(), r.path.to_owned()))
+        .collect();
+    let missing: Vec<_> = expected.difference(&reached).collect();
+    assert!(
+        missing.is_empty(),
+        "[{backend}] routes without a happy path: {missing:?}"
+    );
+}
+
+#[actix_web::test]
+async fn credentials_never_come_back_in_any_encoding() {
+    for world in World::all().await {
+        let app = world.app().await;
+        let secret = "p@ss:w0rd/with+chars&more";
+        // Raw, base64 (= base64url here, unpadded), hex, percent-encoded.
+        let encodings = [
+            secret,
+            "cEBzczp3MHJkL3dpdGgrY2hhcnMmbW9yZQ",
+            "704073733a773072642f776974682b6368617273266d6f7265",
+            "p%40ss%3Aw0rd%2Fwith%2Bchars%26more",
+        ];
+        for (provider, body) in [
+            ("openai", json!({ "type": "api_key", "value": secret })),
+            (
+                "custom_api",
+                json!({ "type": "basic", "value": secret, "origin": "https://api.example.com" }),
+            ),
+        ] {
+            let stored = send(
+                &app,
+                Req::post(format!("/api/provider-credentials/{provider}"))
+                    .by(&world.alice)
+                    .json(&body),
+            )
+            .await;
+            assert_eq!(stored.status, 200, "{}", stored.text);
+            let read = send(
+                &app,
+                Req::get(format!("/api/provider-credentials/{provider}")).by(&world.alice),
+            )
+            .await;
+            for text in [&stored.text, &read.text] {
+                for encoded in encodings {
+                    assert!(!text.contains(encoded), "{provider}: {text}");
+                }
+            }
+            // The response type has no field that could hold it.
+            let item = &read.body["credentials"][0];
+            let keys: BTreeSet<&str> = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    "created_at",
+                    "expires_at",
+                    "header_name",
+                    "id",
+                    "integration",
+                    "origin",
+                    "type",
+                    "updated_at"
+                ]
+                .into()
+            );
+        }
+        // A bad value is refused without being echoed.
+        let bad = send(
+            &app,
+            Req::post("/api/provider-credentials/openai")
+                .by(&world.alice)
+                .json(&json!({ "type": "api_key", "value": "abc\r\nX-Evil: 1" })),
+        )
+        .await;
+        assert_eq!(bad.status, 400);
+        assert!(!bad.text.contains("X-Evil"), "{}", bad.text);
+    }
+}
+
+#[actix_web::test]
+async fn a_fake_server_sees_only_the_callers_secret() {
+    for world in World::all().await {
+        let app = world.app().await;
+        let fake = FakeServer::start(vec![FakeReply::json(200, &json!({})); 4])
+            .await
+            .unwrap();
+        for (user, secret) in [
+            (&world.alice, "alice-secret-1"),
+            (&world.bob, "bob-secret-2"),
+        ] {
+            let r = send(
+                &app,
+                Req::post("/api/provider-credentials/custom_api")
+                    .by(user)
+                    .json(&json!({ "type": "bearer", "value": secret, "origin": fake.origin() })),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+        let step = json!({ "provider": "custom_api", "action": "request", "params": { "url": fake.url("/me").to_string() } });
+        for (user, secret, other) in [
+            (&world.bob, "bob-secret-2", "alice-secret-1"),
+            (&world.alice, "alice-secret-1", "bob-secret-2"),
+        ] {
+            let before = fake.requests().len();
+            let r = send(&app, Req::post("/api/execute-step").by(user).json(&step)).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            assert_eq!(r.body["success"], true, "{}", r.text);
+            let seen = &fake.requests()[before];
+            let auth = seen.header("authorization").unwrap_or_default();
+            assert_eq!(auth, format!("Bearer {secret}"));
+            assert!(!format!("{seen:?}").contains(other));
+            assert!(
+                !r.text.contains(secret),
+                "the output must not carry the secret: {}",
+                r.text
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn every_documented_route_is_mounted_and_nothing_else_is() {
+    let world = World::new(pilot_storage::testing::Backend::Sqlite)
+        .await
+        .unwrap();
+    let app = world.app().await;
+    let doc = send(&app, Req::get("/api/openapi.json")).await.body;
+    let mut documented = 0;
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{id}", "0f8fad5b-d9cb-469f-a165-70867728950e")
+            .replace("{hook_id}", "0f8fad5b-d9cb-469f-a165-70867728950e")
+            .replace("{token}", "hook_x")
+            .replace("{provider}", "webhook");
+        for method in methods.as_object().unwrap().keys() {
+            documented += 1;
+            let reply = send(
+                &app,
+                Req::new(&method.to_ascii_uppercase(), concrete.clone()),
+            )
+            .await;
+            assert_eq!(
+                reply.pattern.as_deref(),
+                Some(path.as_str()),
+                "{method} {path} is documented but not mounted"
+            );
+            assert_ne!(reply.status, 405, "{method} {path}: {}", reply.text);
+        }
+    }
+    assert_eq!(documented, pilot_api::routes().count());
+    // A path outside the table is the JSON 404, a known path with another method the JSON 405.
+    let unknown = send(&app, Req::get("/api/unknown")).await;
+    assert_eq!(
+        (unknown.status, unknown.body["error"]["code"].clone()),
+        (404, Value::from("not_found"))
+    );
+    let wrong = send(&app, Req::new("PATCH", "/api/plans")).await;
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.allow.as_deref(), Some("GET, POST"));
+}
