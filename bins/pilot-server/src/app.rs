@@ -347,9 +347,10 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
         ..OutboundConfig::default()
     })?);
     let registry = Arc::new(registry(serve)?);
-    // EMBEDDED WORKER (issue 8), part 1 of 2: register the scheduler's metrics here, e.g.
-    // `SchedulerMetrics::register(metrics.registry_mut())`, so /metrics serves them too.
-    let metrics = Metrics::new();
+    // EMBEDDED WORKER (issue 8), part 1 of 2: the scheduler's metrics join the API's registry,
+    // so /metrics serves them too.
+    let mut metrics = Metrics::new();
+    let scheduler_metrics = pilot_scheduler::SchedulerMetrics::register(metrics.registry_mut());
     let settings = ApiSettings {
         body_limit: serve.body_limit,
         ..ApiSettings::default()
@@ -389,10 +390,26 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
     //   state.queue_signal().clone()   notified after the API commits a queued run,
     //   stopped(stop_rx.clone())       resolves on SIGTERM/SIGINT: stop claiming, then drain.
     // Keep its JoinHandle in `worker` so shutdown waits for the drain.
-    let worker: Option<tokio::task::JoinHandle<()>> = None;
-    if serve.no_worker {
+    let worker: Option<tokio::task::JoinHandle<()>> = if serve.no_worker {
         tracing::info!("embedded worker disabled (--no-worker)");
-    }
+        None
+    } else {
+        let worker_config =
+            pilot_scheduler::WorkerConfig::new(format!("server:{}", std::process::id()));
+        let worker = pilot_scheduler::Worker::new(
+            worker_config,
+            state.db().clone(),
+            Arc::new(state.engine().clone()),
+            state.queue_signal().clone(),
+        )
+        .with_metrics(scheduler_metrics);
+        let stop = stopped(stop_rx.clone());
+        Some(tokio::spawn(async move {
+            if let Err(e) = worker.run(stop).await {
+                tracing::error!(error = %e, "the embedded worker could not start");
+            }
+        }))
+    };
     // -------------------------------------------------------------------------------------------
 
     say(&format!("Pilot listening on http://{bound}"));

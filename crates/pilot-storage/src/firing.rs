@@ -172,11 +172,11 @@ impl Database {
                 for record in due {
                     fire_one(conn, record, now, &mut planner, &mut report)?;
                 }
-                if !report.fired.is_empty() {
-                    if let DbConn::Pg(c) = conn {
-                        diesel::sql_query(format!("SELECT pg_notify('{RUNS_CHANNEL}', '')"))
-                            .execute(c)?;
-                    }
+                if !report.fired.is_empty()
+                    && let DbConn::Pg(c) = conn
+                {
+                    diesel::sql_query(format!("SELECT pg_notify('{RUNS_CHANNEL}', '')"))
+                        .execute(c)?;
                 }
                 Ok(report)
             })
@@ -222,7 +222,23 @@ where
     let Some(next_run_at) = record.next_run_at else {
         return Ok(());
     };
-    let row = record.into_row()?;
+    let (id, user_id) = (record.id.clone(), record.user_id.clone());
+    let row = match record.into_row() {
+        Ok(row) => row,
+        Err(e) => {
+            // One corrupt row must not stop every other schedule from firing: stop this one.
+            tracing::error!(schedule_id = %id, error = %e, "corrupt schedule row; it will not fire again until it is saved anew");
+            set_scope(conn, Scope::User(&UserId(user_id.clone())))?;
+            diesel::update(
+                schedules::table
+                    .filter(schedules::id.eq(&id))
+                    .filter(schedules::user_id.eq(&user_id)),
+            )
+            .set(schedules::next_run_at.eq(None::<NaiveDateTime>))
+            .execute(conn)?;
+            return Ok(());
+        }
+    };
     let user = row.user_id.clone();
     set_scope(conn, Scope::User(&user))?;
     let previous_run_active = row.spec.overlap == OverlapPolicy::Skip && {
@@ -260,31 +276,36 @@ where
             .optional()?;
         match plan {
             None => report.orphaned += decision.fires.len(),
-            Some((plan_name, plan_json)) => {
-                let steps: Vec<Step> = serde_json::from_str(&plan_json)?;
-                for tick in &decision.fires {
-                    let run = NewRun {
-                        plan_id: Some(row.plan_id.clone()),
-                        plan_name: plan_name.clone(),
-                        steps: steps.clone(),
-                        input: serde_json::Value::Null,
-                        trigger: TriggerKind::Schedule,
-                        schedule_id: Some(row.id.clone()),
-                        scheduled_for: Some(*tick),
-                    };
-                    let record = RunRecord::new(&user, &run, None)?;
-                    if insert_unless_fired(conn, &record)? {
-                        last_run_id = Some(record.id.clone());
-                        report.fired.push(FiredRun {
-                            run_id: RunId(record.id.clone()),
-                            schedule_id: row.id.clone(),
-                            scheduled_for: *tick,
-                        });
-                    } else {
-                        report.duplicates += 1;
+            Some((plan_name, plan_json)) => match serde_json::from_str::<Vec<Step>>(&plan_json) {
+                Err(e) => {
+                    tracing::error!(schedule_id = %row.id, error = %e, "the plan's steps do not decode; ticks dropped");
+                    report.orphaned += decision.fires.len();
+                }
+                Ok(steps) => {
+                    for tick in &decision.fires {
+                        let run = NewRun {
+                            plan_id: Some(row.plan_id.clone()),
+                            plan_name: plan_name.clone(),
+                            steps: steps.clone(),
+                            input: serde_json::Value::Null,
+                            trigger: TriggerKind::Schedule,
+                            schedule_id: Some(row.id.clone()),
+                            scheduled_for: Some(*tick),
+                        };
+                        let record = RunRecord::new(&user, &run, None)?;
+                        if insert_unless_fired(conn, &record)? {
+                            last_run_id = Some(record.id.clone());
+                            report.fired.push(FiredRun {
+                                run_id: RunId(record.id.clone()),
+                                schedule_id: row.id.clone(),
+                                scheduled_for: *tick,
+                            });
+                        } else {
+                            report.duplicates += 1;
+                        }
                     }
                 }
-            }
+            },
         }
     }
 

@@ -964,8 +964,9 @@ impl Database {
     }
 }
 
-/// Tells workers listening on [`crate::RUNS_CHANNEL`] that a run was queued (at commit).
-fn notify_runs(conn: &mut DbConn) -> Result<(), StorageError> {
+/// Tells workers listening on [`crate::RUNS_CHANNEL`] that a run was queued or a schedule
+/// changed (at commit), so they look at the queue and the next due time again.
+pub(crate) fn notify_runs(conn: &mut DbConn) -> Result<(), StorageError> {
     if let DbConn::Pg(c) = conn {
         diesel::connection::SimpleConnection::batch_execute(
             c,

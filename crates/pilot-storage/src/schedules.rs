@@ -235,6 +235,8 @@ impl Database {
                         .values(&record)
                         .execute(conn)?;
                 }
+                // Workers sleeping until the old earliest due time must look again.
+                crate::runs::notify_runs(conn)?;
                 record.into_row().map(Some)
             })
         })
