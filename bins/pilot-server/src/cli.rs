@@ -22,8 +22,9 @@ pub(crate) struct Cli {
     pub(crate) command: Option<Command>,
 }
 
-/// Settings shared by every subcommand.
-#[derive(Debug, Args)]
+/// Settings shared by every subcommand. `Debug` is written by hand: database URLs may carry
+/// passwords and master keys are secrets, so it shows only whether they are set.
+#[derive(Args)]
 pub(crate) struct Config {
     /// Database URL: `postgres://user:pass@host/db`, or a SQLite file (`sqlite://path` or a
     /// plain path). Default: a SQLite file `pilot.db` in the data directory.
@@ -96,6 +97,26 @@ pub(crate) struct Config {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `pilot_api=debug,info`.
     #[arg(long, global = true, env = "PILOT_LOG", default_value = "info")]
     pub(crate) log: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| v.as_ref().map(|_| "[set]");
+        f.debug_struct("Config")
+            .field("database_url", &set(&self.database_url))
+            .field("database_url_file", &self.database_url_file)
+            .field("migration_database_url", &set(&self.migration_database_url))
+            .field("data_dir", &self.data_dir)
+            .field("master_key", &set(&self.master_key))
+            .field("master_key_file", &self.master_key_file)
+            .field("master_keys", &set(&self.master_keys))
+            .field("master_keys_file", &self.master_keys_file)
+            .field("active_key_id", &self.active_key_id)
+            .field("sqlite_sync", &self.sqlite_sync)
+            .field("log_format", &self.log_format)
+            .field("log", &self.log)
+            .finish()
+    }
 }
 
 /// Settings of `serve` (also accepted before any subcommand, since serving is the default).
@@ -279,6 +300,25 @@ mod tests {
         for bad in ["", "d", "10", "10y", "-1d", "0d", "99999999999999999d"] {
             assert!(parse_age(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_secret_settings() {
+        let cli = Cli::try_parse_from([
+            "pilot-server",
+            "--database-url",
+            "postgres://pilot:db-pass-123@db/pilot",
+            "--migration-database-url",
+            "postgres://owner:owner-pass-456@db/pilot",
+            "--master-key",
+            "bWFzdGVyLWtleS1zZWNyZXQ=",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?} {cli:#?}");
+        for secret in ["db-pass-123", "owner-pass-456", "bWFzdGVyLWtleS1zZWNyZXQ="] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("[set]"));
     }
 
     #[test]

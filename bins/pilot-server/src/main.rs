@@ -3,6 +3,7 @@
 
 mod app;
 mod cli;
+mod files;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -12,6 +13,11 @@ use clap::Parser as _;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     if let Err(e) = app::init_tracing(&cli.config) {
+        let _ = writeln!(std::io::stderr(), "error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    // Before anything opens the database or writes a key: a new data directory is private.
+    if let Err(e) = files::prepare(&cli.config) {
         let _ = writeln!(std::io::stderr(), "error: {e:#}");
         return ExitCode::FAILURE;
     }

@@ -394,6 +394,11 @@ impl Query {
             .filter(|v| !v.is_empty())
     }
 
+    /// Whether `name` is in the query with an empty value (`?name=` or `?name`).
+    pub(crate) fn is_given_empty(&self, name: &str) -> bool {
+        self.values.get(name).is_some_and(String::is_empty)
+    }
+
     /// An integer parameter within `range`, or `default` when absent.
     pub(crate) fn integer(
         &self,

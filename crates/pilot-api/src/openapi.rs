@@ -66,11 +66,21 @@ fn operation(route: &Route) -> Value {
         .collect();
     for q in route.query {
         let schema = match q.kind {
-            QueryType::Limit => {
-                json!({ "type": "integer", "minimum": 1, "maximum": 200, "default": 50 })
-            }
-            QueryType::Cursor | QueryType::Text => json!({ "type": "string" }),
+            // An empty value counts as absent, so `limit=` means the default.
+            QueryType::Limit => json!({
+                "anyOf": [
+                    { "type": "integer", "minimum": 1, "maximum": 200 },
+                    { "type": "string", "maxLength": 0 },
+                ],
+                "default": 50,
+            }),
+            QueryType::Cursor => json!({ "type": "string" }),
+            // A required text parameter needs a value: an empty one counts as absent.
+            QueryType::Text if q.required => json!({ "type": "string", "minLength": 1 }),
+            QueryType::Text => json!({ "type": "string" }),
             QueryType::Id => json!({ "type": "string", "format": "uuid" }),
+            // An empty value counts as absent (`?plan_id=&run_id=`), so the pattern allows it.
+            QueryType::FilterId => json!({ "type": "string", "pattern": ID_OR_EMPTY }),
             QueryType::Integer(min, max) => {
                 json!({ "type": "integer", "minimum": min, "maximum": max })
             }
@@ -89,6 +99,10 @@ fn operation(route: &Route) -> Value {
         let mut response = json!({ "description": description });
         if let Some(schema) = schema {
             response["content"] = json!({ "application/json": { "schema": reference(schema) } });
+        }
+        let links = links_from(route.info.operation_id, *status);
+        if !links.is_empty() {
+            response["links"] = Value::Object(links);
         }
         responses.insert(status.to_string(), response);
     }
@@ -150,6 +164,223 @@ fn operation(route: &Route) -> Value {
     }
     op
 }
+
+/// One OpenAPI link: an answer of `from` with `status` supplies `parameters` (runtime
+/// expressions) to the operation `to`. Links tell clients, and Schemathesis's stateful phase,
+/// how the ids a creation returns chain into the routes that read, change or delete the object.
+struct Link {
+    from: &'static str,
+    status: u16,
+    to: &'static str,
+    parameters: &'static [(&'static str, &'static str)],
+}
+
+const PLAN_ID_FROM_BODY: &[(&str, &str)] = &[("id", "$response.body#/id")];
+const RUN_ID_FROM_BODY: &[(&str, &str)] = &[("id", "$response.body#/run_id")];
+
+/// Every link of the document.
+static LINKS: &[Link] = &[
+    // A created plan's id reaches every plan route.
+    Link {
+        from: "createPlan",
+        status: 201,
+        to: "getPlan",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "createPlan",
+        status: 201,
+        to: "updatePlan",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "createPlan",
+        status: 201,
+        to: "deletePlan",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "createPlan",
+        status: 201,
+        to: "createPlanHook",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "createPlan",
+        status: 201,
+        to: "listPlanHooks",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "createPlan",
+        status: 201,
+        to: "listPlanRuns",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "createPlan",
+        status: 201,
+        to: "schedulePlan",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "createPlan",
+        status: 201,
+        to: "unschedulePlan",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "createPlan",
+        status: 201,
+        to: "listExecutionLogs",
+        parameters: &[("plan_id", "$response.body#/id")],
+    },
+    Link {
+        from: "updatePlan",
+        status: 200,
+        to: "getPlan",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    // Webhook tokens: revoke by id, trigger by token.
+    Link {
+        from: "createPlanHook",
+        status: 201,
+        to: "deletePlanHook",
+        parameters: &[
+            ("id", "$request.path.id"),
+            ("hook_id", "$response.body#/id"),
+        ],
+    },
+    Link {
+        from: "createPlanHook",
+        status: 201,
+        to: "inboundHook",
+        parameters: &[("token", "$response.body#/token")],
+    },
+    // Runs, from every route that creates one.
+    Link {
+        from: "execute",
+        status: 200,
+        to: "getRun",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "execute",
+        status: 200,
+        to: "cancelRun",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "execute",
+        status: 200,
+        to: "listExecutionLogs",
+        parameters: &[("run_id", "$response.body#/id")],
+    },
+    Link {
+        from: "execute",
+        status: 202,
+        to: "getRun",
+        parameters: RUN_ID_FROM_BODY,
+    },
+    Link {
+        from: "execute",
+        status: 202,
+        to: "cancelRun",
+        parameters: RUN_ID_FROM_BODY,
+    },
+    Link {
+        from: "executeStep",
+        status: 200,
+        to: "getRun",
+        parameters: RUN_ID_FROM_BODY,
+    },
+    Link {
+        from: "executeStep",
+        status: 200,
+        to: "listExecutionLogs",
+        parameters: &[("run_id", "$response.body#/run_id")],
+    },
+    Link {
+        from: "inboundHook",
+        status: 202,
+        to: "getRun",
+        parameters: RUN_ID_FROM_BODY,
+    },
+    Link {
+        from: "inboundHook",
+        status: 202,
+        to: "cancelRun",
+        parameters: RUN_ID_FROM_BODY,
+    },
+    Link {
+        from: "cancelRun",
+        status: 200,
+        to: "getRun",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    // Custom integrations.
+    Link {
+        from: "createIntegration",
+        status: 201,
+        to: "getIntegration",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "createIntegration",
+        status: 201,
+        to: "updateIntegration",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    Link {
+        from: "createIntegration",
+        status: 201,
+        to: "deleteIntegration",
+        parameters: PLAN_ID_FROM_BODY,
+    },
+    // Credentials: the provider of the path, and one credential's id.
+    Link {
+        from: "putCredential",
+        status: 200,
+        to: "getCredentials",
+        parameters: &[("provider", "$request.path.provider")],
+    },
+    Link {
+        from: "putCredential",
+        status: 200,
+        to: "deleteCredentials",
+        parameters: &[
+            ("provider", "$request.path.provider"),
+            ("id", "$response.body#/id"),
+        ],
+    },
+];
+
+/// The `links` object of one response.
+fn links_from(operation_id: &str, status: u16) -> Map<String, Value> {
+    let mut out = Map::new();
+    for link in LINKS
+        .iter()
+        .filter(|l| l.from == operation_id && l.status == status)
+    {
+        let parameters: Map<String, Value> = link
+            .parameters
+            .iter()
+            .map(|(name, expr)| ((*name).to_owned(), Value::String((*expr).to_owned())))
+            .collect();
+        out.insert(
+            link.to.to_owned(),
+            json!({ "operationId": link.to, "parameters": parameters }),
+        );
+    }
+    out
+}
+
+/// A UUID (any case, as `is_id` reads it) or nothing.
+const ID_OR_EMPTY: &str =
+    "^([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})?$";
+
+/// An RFC 9110 header name as `check_header_name` accepts it.
+const HEADER_NAME: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$";
 
 fn reference(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
@@ -314,7 +545,7 @@ fn schemas() -> Value {
                 { "type": "object", "additionalProperties": false, "required": ["type"], "properties": { "type": { "const": "manual" } } },
                 { "type": "object", "additionalProperties": false, "required": ["type"], "properties": { "type": { "const": "webhook" } } },
                 { "type": "object", "additionalProperties": false, "required": ["type", "cron"], "properties": {
-                    "type": { "const": "cron" }, "cron": { "type": "string" }, "timezone": { "type": "string" },
+                    "type": { "const": "cron" }, "cron": { "type": "string", "minLength": 1 }, "timezone": { "type": ["string", "null"] },
                 } },
             ],
         },
@@ -379,7 +610,10 @@ fn schemas() -> Value {
                     "type": ["object", "null"],
                     "additionalProperties": false,
                     "required": ["name", "steps"],
-                    "properties": { "name": { "type": "string" }, "steps": { "type": "array", "items": reference("Step") } },
+                    "properties": {
+                        "name": { "type": "string", "minLength": 1, "maxLength": 200 },
+                        "steps": { "type": "array", "minItems": 1, "maxItems": 200, "items": reference("Step") },
+                    },
                 },
                 "input": { "description": "The run's ${input}." },
                 "async": { "type": "boolean", "default": false },
@@ -485,7 +719,7 @@ fn schemas() -> Value {
                 "value": { "type": "string", "minLength": 1, "writeOnly": true },
                 "origin": { "type": ["string", "null"], "description": "custom_api: the origin the credential may be sent to." },
                 "integration": { "type": ["string", "null"], "description": "custom_api: the integration it belongs to." },
-                "header_name": { "type": ["string", "null"] },
+                "header_name": { "type": ["string", "null"], "pattern": HEADER_NAME },
                 "expires_at": nullable_time(),
             },
             "example": example("CredentialInput"),
@@ -526,8 +760,8 @@ fn schemas() -> Value {
                 "name": { "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$" },
                 "base_url": { "type": "string", "format": "uri" },
                 "auth_scheme": { "oneOf": [credential_kind, { "type": "null" }] },
-                "auth_header": nullable_string(),
-                "default_headers": { "type": "object", "additionalProperties": { "type": "string" } },
+                "auth_header": { "type": ["string", "null"], "pattern": HEADER_NAME },
+                "default_headers": { "type": "object", "propertyNames": { "pattern": HEADER_NAME }, "additionalProperties": { "type": "string" } },
             },
             "example": example("IntegrationInput"),
         },
@@ -551,7 +785,7 @@ fn schemas() -> Value {
             "type": "object",
             "additionalProperties": false,
             "properties": {
-                "cron": { "type": ["string", "null"] },
+                "cron": { "type": ["string", "null"], "minLength": 1 },
                 "timezone": { "type": ["string", "null"] },
                 "misfire_policy": { "enum": ["skip", "coalesce", null] },
                 "grace_seconds": { "type": ["integer", "null"], "minimum": 0, "maximum": 604_800 },
@@ -670,6 +904,52 @@ mod tests {
                 "dangling {r}"
             );
         }
+    }
+
+    #[test]
+    fn every_link_names_real_operations_and_parameters() {
+        for link in LINKS {
+            let from = ROUTES.iter().find(|r| r.info.operation_id == link.from);
+            let to = ROUTES.iter().find(|r| r.info.operation_id == link.to);
+            let (Some(from), Some(to)) = (from, to) else {
+                panic!("link {} -> {}: unknown operation", link.from, link.to);
+            };
+            assert!(
+                from.responses.iter().any(|(s, _, _)| *s == link.status),
+                "{} does not answer {}",
+                link.from,
+                link.status
+            );
+            for (name, expr) in link.parameters {
+                let declared = to.info.params.iter().any(|(p, _)| p == name)
+                    || to.query.iter().any(|q| q.name == *name);
+                assert!(declared, "{} takes no parameter {name}", link.to);
+                if let Some(path_name) = expr.strip_prefix("$request.path.") {
+                    assert!(
+                        from.info.params.iter().any(|(p, _)| *p == path_name),
+                        "{} has no path parameter {path_name}",
+                        link.from
+                    );
+                }
+            }
+        }
+        // Every route with an object id in its path is reachable from a link (a provider name
+        // is a catalogue entry, not an object a call creates).
+        for route in ROUTES.iter().filter(|r| {
+            r.info
+                .params
+                .iter()
+                .any(|(_, kind)| *kind != crate::routes::ParamKind::Provider)
+        }) {
+            assert!(
+                LINKS.iter().any(|l| l.to == route.info.operation_id),
+                "no link reaches {}",
+                route.info.operation_id
+            );
+        }
+        let doc = document();
+        let links = &doc["paths"]["/api/plans"]["post"]["responses"]["201"]["links"];
+        assert_eq!(links["getPlan"]["parameters"]["id"], "$response.body#/id");
     }
 
     #[test]

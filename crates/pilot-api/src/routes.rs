@@ -93,6 +93,8 @@ pub(crate) enum QueryType {
     Cursor,
     /// An id (UUID).
     Id,
+    /// An optional filter id (UUID); an empty value counts as absent (`?plan_id=&run_id=`).
+    FilterId,
     /// A string.
     Text,
     /// An integer in a range.
@@ -143,13 +145,13 @@ const PAGE: &[QueryParam] = &[
 const LOG_QUERY: &[QueryParam] = &[
     QueryParam {
         name: "plan_id",
-        kind: QueryType::Id,
+        kind: QueryType::FilterId,
         required: false,
         description: "Only this plan's rows.",
     },
     QueryParam {
         name: "run_id",
-        kind: QueryType::Id,
+        kind: QueryType::FilterId,
         required: false,
         description: "Only this run's rows.",
     },
@@ -475,7 +477,14 @@ pub(crate) static ROUTES: &[Route] = &[
         tag: "runs",
         query: &[],
         request: Some(("ExecuteStepRequest", true)),
-        responses: &[(200, Some("StepResult"), "The provider's result.")],
+        responses: &[
+            (200, Some("StepResult"), "The provider's result."),
+            (
+                202,
+                Some("RunAccepted"),
+                "The run's lease moved to a worker before the step ended; the worker finishes it.",
+            ),
+        ],
         mount: |r| r.to(runs::execute_step),
     },
     Route {

@@ -122,6 +122,32 @@ impl BoundServer {
     }
 }
 
+/// The request path as the access log shows it. An inbound webhook's token is a credential, so
+/// any path under `/api/hooks/` is logged as `/api/hooks/[redacted]`, whether or not it matched a
+/// route (a trailing slash or an extra segment must not leak it either), and any segment that
+/// looks like a webhook or API token pasted into the wrong URL is replaced by `[redacted]`.
+fn loggable_path(path: &str) -> String {
+    let trimmed = path.trim_start_matches('/');
+    if trimmed.starts_with("api/hooks/") {
+        return "/api/hooks/[redacted]".to_owned();
+    }
+    let looks_like_token = |segment: &str| {
+        let lower = segment.to_ascii_lowercase();
+        lower.starts_with(pilot_storage::HOOK_TOKEN_PREFIX)
+            || lower.starts_with(pilot_storage::TOKEN_PREFIX)
+    };
+    path.split('/')
+        .map(|segment| {
+            if looks_like_token(segment) {
+                "[redacted]"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The access log and request counter.
 async fn access_log(
     req: ServiceRequest,
@@ -130,10 +156,7 @@ async fn access_log(
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
     let pattern = req.match_pattern();
-    let path = match pattern.as_deref() {
-        Some(p) if p.starts_with("/api/hooks/") => "/api/hooks/[redacted]".to_owned(),
-        _ => req.path().to_owned(),
-    };
+    let path = loggable_path(req.path());
     let state = req.app_data::<Data<AppState>>().cloned();
     let result = next.call(req).await;
     let status = match &result {
@@ -147,4 +170,23 @@ async fn access_log(
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::info!(target: "pilot_api::access", %method, %path, %route, status, latency_ms, "request");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn tokens_never_reach_the_access_log() {
+        let check = |path: &str, expect: &str| assert_eq!(loggable_path(path), expect, "{path}");
+        check("/api/plans/0f8fad5b", "/api/plans/0f8fad5b");
+        check("/api/hooks/hook_abc", "/api/hooks/[redacted]");
+        // Unmatched forms of a hook path: a trailing slash, an extra segment, doubled slashes.
+        check("/api/hooks/hook_abc/", "/api/hooks/[redacted]");
+        check("/api/hooks/abc/x", "/api/hooks/[redacted]");
+        check("//api/hooks/abc", "/api/hooks/[redacted]");
+        // A token pasted into another URL.
+        check("/api/plans/hook_abc", "/api/plans/[redacted]");
+        check("/api/runs/PILOT_abc/cancel", "/api/runs/[redacted]/cancel");
+    }
 }

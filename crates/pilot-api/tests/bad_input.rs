@@ -217,6 +217,11 @@ fn catalogue() -> Vec<Case> {
         json_case("trigger cron out of range", "POST", "/api/plans", json!({ "name": "p", "steps": [valid_step()], "trigger": { "type": "cron", "cron": "61 * * * *" } }), 400, "validation_failed", "trigger.cron"),
         json_case("trigger unknown time zone", "POST", "/api/plans", json!({ "name": "p", "steps": [valid_step()], "trigger": { "type": "cron", "cron": "0 * * * *", "timezone": "Mars/Olympus" } }), 400, "validation_failed", "trigger.timezone"),
         json_case("trigger of unknown type", "POST", "/api/plans", json!({ "name": "p", "steps": [valid_step()], "trigger": { "type": "telepathy" } }), 400, "invalid_field", "trigger"),
+        // Found by Schemathesis: serde ignores unknown members of the unit variants of the
+        // internally tagged `Trigger`, so these were accepted and the extras dropped.
+        json_case("webhook trigger with an extra member", "POST", "/api/plans", json!({ "name": "p", "steps": [valid_step()], "trigger": { "type": "webhook", "x-unknown": 42 } }), 400, "invalid_field", "trigger"),
+        json_case("manual trigger with a cron", "PUT", "/api/plans/{plan}", json!({ "name": "p", "steps": [valid_step()], "trigger": { "type": "manual", "cron": "0 * * * *" } }), 400, "invalid_field", "trigger"),
+        json_case("cron trigger with an extra member", "POST", "/api/plans", json!({ "name": "p", "steps": [valid_step()], "trigger": { "type": "cron", "cron": "0 * * * *", "every": "day" } }), 400, "invalid_field", "trigger"),
         schedule("never-firing cron", json!({ "cron": "0 0 30 2 *" }), "cron"),
         schedule("seven-field cron", json!({ "cron": "0 0 0 * * * 2025" }), "cron"),
         schedule("Quartz syntax", json!({ "cron": "0 0 ? * MON" }), "cron"),
@@ -289,6 +294,9 @@ fn catalogue() -> Vec<Case> {
         query("unknown list parameter", "/api/plans?owner=bob", "invalid_query", "owner"),
         query("malformed plan filter", "/api/execution-logs?plan_id=../../etc", "invalid_query", "plan_id"),
         query("malformed run filter", "/api/execution-logs?run_id=1%20OR%201%3D1", "invalid_query", "run_id"),
+        // An empty `?id=`, read as "no id", deleted every credential of the provider.
+        case("credential delete with an empty id", "DELETE", "/api/provider-credentials/openai?id=", NoBody, 400, "invalid_query", Some("id")),
+        case("credential delete with a bare id", "DELETE", "/api/provider-credentials/openai?id", NoBody, 400, "invalid_query", Some("id")),
         // Ids, paths and methods.
         case("malformed plan id", "GET", "/api/plans/not-an-id", NoBody, 404, "not_found", None),
         case("random run id", "GET", "/api/runs/6d1b0f3e-8f0a-4c4e-9a53-2f1d9b1c7e42", NoBody, 404, "not_found", None),
@@ -357,6 +365,16 @@ where
         Req::post(format!("/api/plans/{plan_id}/hooks")).by(alice),
     )
     .await;
+    // A stored credential, so a refused delete can be seen to leave it.
+    let credential = send(
+        app,
+        post(
+            "/api/provider-credentials/openai",
+            json!({ "type": "api_key", "value": "sk-fixture" }),
+        ),
+    )
+    .await;
+    assert_eq!(credential.status, 200, "{}", credential.text);
     let (row, token) = world
         .db
         .db()

@@ -221,6 +221,15 @@ pub(crate) async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req, &["id"])?;
     let provider = provider_name(&state, &req)?;
+    // `?id=` with nothing after it is a client that lost its id: deleting every credential of
+    // the provider instead would be the worst reading of it.
+    if query.is_given_empty("id") {
+        return Err(ApiError::field(
+            "invalid_query",
+            "id",
+            "id is empty; give a credential id, or no id parameter to delete all of the provider's credentials",
+        ));
+    }
     let deleted = match query.get("id") {
         Some(id) => {
             if !is_id(id) {

@@ -24,10 +24,42 @@ pub(crate) struct PlanInput {
     steps: Vec<Step>,
     #[serde(default)]
     plain_english_steps: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict_trigger")]
     trigger: Option<Trigger>,
     #[serde(default)]
     status: Option<String>,
+}
+
+/// Reads a trigger refusing unknown members. `Trigger` is an internally tagged enum, and serde
+/// ignores `deny_unknown_fields` for its unit variants (`{"type": "webhook", "cron": "..."}`
+/// would be accepted and the `cron` silently dropped), so the members are checked here first.
+fn strict_trigger<'de, D>(deserializer: D) -> Result<Option<Trigger>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    let Some(value) = Option::<serde_json::Value>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(members) = value.as_object() {
+        let allowed: &[&str] = match members.get("type").and_then(serde_json::Value::as_str) {
+            Some("cron") => &["type", "cron", "timezone"],
+            _ => &["type"],
+        };
+        if let Some(unknown) = members.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(D::Error::custom(format!(
+                "unknown field `{unknown}`, expected one of {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(D::Error::custom)
 }
 
 /// The statuses a plan may have.

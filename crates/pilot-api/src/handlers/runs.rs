@@ -505,12 +505,16 @@ where
 fn inline_answer(result: Result<(), EngineError>, row: RunRow) -> Result<HttpResponse, ApiError> {
     match result {
         Ok(()) | Err(EngineError::Fenced) => {
-            let status = if row.status.is_terminal() {
-                actix_web::http::StatusCode::OK
+            if row.status.is_terminal() {
+                Ok(HttpResponse::Ok().json(RunView::from(row)))
             } else {
-                actix_web::http::StatusCode::ACCEPTED
-            };
-            Ok(HttpResponse::build(status).json(RunView::from(row)))
+                // The documented 202 shape, the same as a queued run's.
+                Ok(HttpResponse::Accepted().json(Accepted {
+                    run_id: row.id.clone(),
+                    status: row.status,
+                    run: RunView::from(row),
+                }))
+            }
         }
         Err(EngineError::Store(pilot_core::StoreError::Unavailable(cause))) => {
             tracing::warn!(error = %cause, "inline run could not write its progress");

@@ -162,6 +162,8 @@ pub(crate) async fn schedule(
         .upsert_schedule(&caller.user, &id, &spec)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    // The embedded worker sleeps until the earliest due time it knew of: wake it to see this one.
+    state.queue_signal().notify_one();
     Ok(HttpResponse::Ok().json(ScheduleView::new(row, Some(plan.plan.name), None)))
 }
 
