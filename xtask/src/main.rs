@@ -4,6 +4,8 @@
 //!   source file opens with a `//!` doc, crates depend only in the direction SPEC.md section 1
 //!   allows, and no test is switched off with `#[ignore]` or `#[should_panic]`.
 //! - `cargo xtask ci`: what `.ci/run` does, minus starting PostgreSQL.
+//! - `cargo xtask bench [--quick]`: measures Pilot against this machine's limits (see
+//!   `bench/mod.rs` and docs/BENCHMARKS.md).
 
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -13,6 +15,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
 mod tidy;
 
 fn main() -> Result<()> {
@@ -21,7 +24,8 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("tidy") => tidy::run(&root),
         Some("ci") => ci(&root),
-        _ => bail!("usage: cargo xtask <tidy|ci>"),
+        Some("bench") => bench::run(&root, &args[1..]),
+        _ => bail!("usage: cargo xtask <tidy|ci|bench>"),
     }
 }
 
@@ -36,7 +40,14 @@ fn ci(root: &Path) -> Result<()> {
     tidy::run(root)?;
     let steps: [&[&str]; 3] = [
         &["fmt", "--all", "--", "--check"],
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &["test", "--workspace"],
     ];
     for args in steps {

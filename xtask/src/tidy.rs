@@ -15,8 +15,25 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("pilot-provider-logic", &["pilot-core", "pilot-registry"]),
     ("pilot-storage", &["pilot-core"]),
     ("pilot-engine", &["pilot-core", "pilot-registry"]),
-    ("pilot-scheduler", &["pilot-core", "pilot-registry", "pilot-engine", "pilot-storage"]),
-    ("pilot-api", &["pilot-core", "pilot-registry", "pilot-engine", "pilot-storage", "pilot-scheduler"]),
+    (
+        "pilot-scheduler",
+        &[
+            "pilot-core",
+            "pilot-registry",
+            "pilot-engine",
+            "pilot-storage",
+        ],
+    ),
+    (
+        "pilot-api",
+        &[
+            "pilot-core",
+            "pilot-registry",
+            "pilot-engine",
+            "pilot-storage",
+            "pilot-scheduler",
+        ],
+    ),
 ];
 
 /// Runs every check and fails with the list of problems.
@@ -24,8 +41,13 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     let mut problems = Vec::new();
     check_dependencies(root, &mut problems)?;
     for file in rust_files(root)? {
-        let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-        let shown = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        let text =
+            fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let shown = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
         let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         let is_crate_root_with_readme = first.starts_with("#![doc = include_str!");
         if !first.starts_with("//!") && !is_crate_root_with_readme {
@@ -54,7 +76,9 @@ fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
             .with_context(|| format!("reading {}", manifest.display()))?;
         for dep in normal_dependencies(&text) {
             if dep.starts_with("pilot-") && !allowed.contains(&dep.as_str()) {
-                problems.push(format!("{krate} depends on {dep}, against SPEC.md section 1"));
+                problems.push(format!(
+                    "{krate} depends on {dep}, against SPEC.md section 1"
+                ));
             }
         }
     }
@@ -94,7 +118,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "target" || n == "fuzz") {
+            if path
+                .file_name()
+                .is_some_and(|n| n == "target" || n == "fuzz")
+            {
                 continue;
             }
             walk(&path, out)?;
