@@ -25,7 +25,7 @@
 mod fault_kit;
 mod support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,55 +35,13 @@ use pilot_api::{ApiSettings, AppParts, AppState, Metrics, ServerConfig};
 use pilot_core::{PlanId, RunId, RunStatus, StepStatus, TriggerKind, UserId};
 use pilot_registry::testing::{FakeServer, Reply};
 use pilot_registry::{OutboundClient, OutboundConfig, Registry, parse_allowlist};
+use pilot_scheduler::testing::check_ledger;
 use pilot_scheduler::{CronSchedule, SchedulerMetrics, Worker, WorkerConfig};
 use pilot_storage::{
     Database, DbConfig, Keyring, MisfirePolicy, NewRun, OverlapPolicy, RunRow, ScheduleSpec,
 };
 
 use support::*;
-
-/// Every run in `runs` is in the ledger as it should be: each call's key is `<run id>:<step
-/// id>` of a known run and step and went to that step's URL; each step of a run was called at
-/// least once; and a run's calls repeat a step only as often as the run changed hands (each
-/// takeover re-executes at most the one step that was in flight).
-fn check_ledger(calls: &[(String, String)], runs: &[RunRow]) {
-    let by_id: HashMap<&str, &RunRow> = runs.iter().map(|r| (r.id.as_str(), r)).collect();
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for (path, key) in calls {
-        let (run_id, step_id) = key
-            .split_once(':')
-            .unwrap_or_else(|| panic!("a call to {path} has no usable key: '{key}'"));
-        let run = by_id
-            .get(run_id)
-            .unwrap_or_else(|| panic!("a call to {path} names an unknown run: '{key}'"));
-        let step = run
-            .steps
-            .iter()
-            .find(|s| s.id == step_id)
-            .unwrap_or_else(|| panic!("a call to {path} names an unknown step: '{key}'"));
-        let url = step.params["url"].as_str().unwrap();
-        assert!(
-            url.ends_with(path.as_str()),
-            "{key} called {path}, not {url}"
-        );
-        *count.entry(key.as_str()).or_default() += 1;
-    }
-    for run in runs {
-        let mut repeats = 0;
-        for step in &run.steps {
-            let key = format!("{}:{}", run.id, step.id);
-            let n = count.get(key.as_str()).copied().unwrap_or(0);
-            assert!(n >= 1, "step {key} of a finished run was never called");
-            repeats += n - 1;
-        }
-        assert!(
-            repeats <= run.takeover_count as usize,
-            "run {} repeated {repeats} step call(s) but changed hands {} time(s): a persisted step ran again",
-            run.id,
-            run.takeover_count
-        );
-    }
-}
 
 fn hold_calls(server: &HoldServer) -> Vec<(String, String)> {
     server

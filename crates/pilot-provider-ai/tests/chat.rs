@@ -13,14 +13,14 @@ use pilot_core::CredentialKind;
 use pilot_provider_ai::{AiConfig, ChatProvider, OPENAI, Vendor, register};
 use pilot_registry::{Provider, ProviderContext, ProviderError, ProviderOutput, Registry};
 use serde_json::{Value, json};
-use support::{FakeServer, KEY, Reply, context, credential};
+use support::{FakeServer, KEY, Reply, base_url, completion, context, credential, serve};
 
 /// `openai` and `groq` registered with both base URLs pointing at `server`.
 fn registry(server: &FakeServer) -> Registry {
     let mut registry = Registry::new();
     let config = AiConfig {
-        openai_base_url: Some(server.base_url()),
-        groq_base_url: Some(server.base_url()),
+        openai_base_url: Some(base_url(server)),
+        groq_base_url: Some(base_url(server)),
     };
     register(&mut registry, &config).unwrap();
     registry
@@ -35,7 +35,7 @@ async fn chat(
     script: Vec<Reply>,
     params: Value,
 ) -> (FakeServer, Result<ProviderOutput, ProviderError>) {
-    let server = FakeServer::start(script).await;
+    let server = serve(script).await;
     let result = registry(&server)
         .execute("openai", "chat", &params, &openai_context())
         .await;
@@ -45,10 +45,7 @@ async fn chat(
 #[tokio::test]
 async fn a_completion_sends_the_expected_request_and_returns_text_and_usage() {
     let ctx = openai_context();
-    let server = FakeServer::start(vec![
-        Reply::completion("Hello!").with_header("x-request-id", "req_42"),
-    ])
-    .await;
+    let server = serve(vec![completion("Hello!").header("x-request-id", "req_42")]).await;
     let params = json!({
         "prompt": "Say hello",
         "system": "Be brief.",
@@ -79,11 +76,11 @@ async fn a_completion_sends_the_expected_request_and_returns_text_and_usage() {
         Some("gpt-4o-mini-2024-07-18: 17 tokens, finish_reason stop")
     );
 
-    let received = server.received();
+    let received = server.requests();
     assert_eq!(received.len(), 1);
     let request = &received[0];
     assert_eq!(request.method, "POST");
-    assert_eq!(request.path, "/v1/chat/completions");
+    assert_eq!(request.target, "/v1/chat/completions");
     assert_eq!(
         request.header("authorization"),
         Some(format!("Bearer {KEY}").as_str())
@@ -117,7 +114,7 @@ async fn json_mode_asks_for_a_json_object_and_returns_the_parsed_value() {
         {"role": "user", "content": "JSON, key colours."},
     ]);
     let (server, result) = chat(
-        vec![Reply::completion(r#"{"colours": ["red", "blue"]}"#)],
+        vec![completion(r#"{"colours": ["red", "blue"]}"#)],
         json!({"messages": messages, "json": true}),
     )
     .await;
@@ -126,7 +123,7 @@ async fn json_mode_asks_for_a_json_object_and_returns_the_parsed_value() {
     // Without an x-request-id header the body's id is the request id.
     assert_eq!(out.metadata["request_id"], json!("chatcmpl-abc123"));
 
-    let body = server.received()[0].json();
+    let body = server.requests()[0].json();
     assert_eq!(body["model"], json!("gpt-4o-mini"));
     assert_eq!(body["messages"], messages);
     assert_eq!(body["response_format"], json!({"type": "json_object"}));
@@ -176,7 +173,7 @@ async fn check(reply: Reply, params: Value, expect: Expect) {
         expect.contains
     );
     assert!(!message.contains(KEY), "{message}");
-    assert_eq!(server.received().len(), 1);
+    assert_eq!(server.requests().len(), 1);
 }
 
 #[tokio::test]
@@ -185,7 +182,7 @@ async fn error_answers_are_classified_with_the_servers_message() {
     let error = |status, message: &str| {
         Reply::json(
             status,
-            json!({"error": {"message": message, "type": "x", "code": null}}),
+            &json!({"error": {"message": message, "type": "x", "code": null}}),
         )
     };
     let cases = [
@@ -206,7 +203,7 @@ async fn error_answers_are_classified_with_the_servers_message() {
             permanent("HTTP 404: The model `gpt-9` does not exist."),
         ),
         (
-            error(429, "Rate limit reached.").with_header("Retry-After", "7"),
+            error(429, "Rate limit reached.").header("Retry-After", "7"),
             retryable(
                 "openai is unavailable (HTTP 429): Rate limit reached.",
                 Some(Duration::from_secs(7)),
@@ -234,28 +231,28 @@ async fn error_answers_are_classified_with_the_servers_message() {
         ),
         (Reply::text(200, ""), permanent("the body is empty")),
         (
-            Reply::json(200, json!({"choices": []})),
+            Reply::json(200, &json!({"choices": []})),
             permanent("'choices' is empty"),
         ),
         (
-            Reply::json(200, json!({"object": "list"})),
+            Reply::json(200, &json!({"object": "list"})),
             permanent("'choices' is missing"),
         ),
         (
-            Reply::json(200, json!({"choices": [{"message": {"content": 7}}]})),
+            Reply::json(200, &json!({"choices": [{"message": {"content": 7}}]})),
             permanent("unexpected shape (invalid type: integer `7`, expected a string"),
         ),
         (
             Reply::json(
                 200,
-                json!({"choices": [{"message": {"content": "x"}}], "usage": {"total_tokens": "lots"}}),
+                &json!({"choices": [{"message": {"content": "x"}}], "usage": {"total_tokens": "lots"}}),
             ),
             permanent("unexpected shape"),
         ),
         (
             Reply::json(
                 200,
-                json!({"choices": [{"message": {"content": null, "refusal": "I can't help with that."}}]}),
+                &json!({"choices": [{"message": {"content": null, "refusal": "I can't help with that."}}]}),
             ),
             permanent("the openai model refused to answer: I can't help with that."),
         ),
@@ -267,7 +264,7 @@ async fn error_answers_are_classified_with_the_servers_message() {
     let (_server, result) = chat(
         vec![Reply::json(
             400,
-            json!({"error": {"message": "y".repeat(5000)}}),
+            &json!({"error": {"message": "y".repeat(5000)}}),
         )],
         prompt(),
     )
@@ -283,7 +280,7 @@ async fn error_answers_are_classified_with_the_servers_message() {
 async fn a_json_mode_answer_that_is_not_json_is_permanent() {
     let json_mode = json!({"prompt": "Give JSON", "json": true});
     check(
-        Reply::completion("Sure! Here it is: {"),
+        completion("Sure! Here it is: {"),
         json_mode.clone(),
         permanent("answered in JSON mode with text that is not JSON"),
     )
@@ -291,7 +288,7 @@ async fn a_json_mode_answer_that_is_not_json_is_permanent() {
 
     let cut = Reply::json(
         200,
-        json!({"choices": [{"message": {"content": "{\"a\": [1, 2"}, "finish_reason": "length"}]}),
+        &json!({"choices": [{"message": {"content": "{\"a\": [1, 2"}, "finish_reason": "length"}]}),
     );
     check(cut, json_mode, permanent("cut at max_tokens, raise it")).await;
 }
@@ -299,13 +296,13 @@ async fn a_json_mode_answer_that_is_not_json_is_permanent() {
 #[tokio::test]
 async fn rate_limited_then_success_keeps_the_idempotency_key() {
     let ctx = openai_context();
-    let server = FakeServer::start(vec![
+    let server = serve(vec![
         Reply::json(
             429,
-            json!({"error": {"message": "Rate limit reached for requests"}}),
+            &json!({"error": {"message": "Rate limit reached for requests"}}),
         )
-        .with_header("Retry-After", "2"),
-        Reply::completion("Finally."),
+        .header("Retry-After", "2"),
+        completion("Finally."),
     ])
     .await;
     let registry = registry(&server);
@@ -324,7 +321,7 @@ async fn rate_limited_then_success_keeps_the_idempotency_key() {
     assert_eq!(second.output, json!("Finally."));
 
     let keys: Vec<_> = server
-        .received()
+        .requests()
         .iter()
         .map(|r| r.header("idempotency-key").map(str::to_owned))
         .collect();
@@ -339,7 +336,7 @@ async fn rate_limited_then_success_keeps_the_idempotency_key() {
 
 #[tokio::test]
 async fn a_server_that_never_answers_is_a_retryable_timeout() {
-    let server = FakeServer::start(vec![Reply::Hang]).await;
+    let server = serve(vec![Reply::hang()]).await;
     let mut ctx = openai_context();
     ctx.timeout = Duration::from_millis(300);
     let err = registry(&server)
@@ -348,13 +345,18 @@ async fn a_server_that_never_answers_is_a_retryable_timeout() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
-    assert_eq!(server.received().len(), 1);
+    assert_eq!(server.requests().len(), 1);
 }
 
 #[tokio::test]
 async fn a_body_cut_off_by_a_closed_connection_is_an_error() {
-    let raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"choices\":[".to_vec();
-    let (_server, result) = chat(vec![Reply::Raw(raw)], json!({"prompt": "hi"})).await;
+    // Content-Length announces 400 bytes; the connection ends after `{"choices":[`.
+    let body = format!("{{\"choices\":[{}", " ".repeat(388));
+    let cut = Reply::status(200)
+        .header("content-type", "application/json")
+        .body(body)
+        .reset_after(12);
+    let (_server, result) = chat(vec![cut], json!({"prompt": "hi"})).await;
     let err = result.unwrap_err();
     assert!(err.is_retryable(), "{err}");
 }
@@ -366,17 +368,17 @@ async fn the_key_never_leaks_even_when_the_server_echoes_it() {
     );
     let hex = format!("bad key {}", hex_encode(KEY));
     let cases = [
-        Reply::json(401, json!({"error": {"message": echoed}})),
+        Reply::json(401, &json!({"error": {"message": echoed}})),
         Reply::text(401, &format!("Authorization: Bearer {KEY}")),
-        Reply::json(400, json!({"error": {"message": hex}})),
+        Reply::json(400, &json!({"error": {"message": hex}})),
         Reply::json(
             200,
-            json!({"choices": [{"message": {"content": "x"}}], "usage": {"total_tokens": KEY}}),
+            &json!({"choices": [{"message": {"content": "x"}}], "usage": {"total_tokens": KEY}}),
         ),
-        Reply::json(200, json!({"error": {"message": format!("bad {KEY}")}})),
+        Reply::json(200, &json!({"error": {"message": format!("bad {KEY}")}})),
         Reply::json(
             200,
-            json!({"choices": [{"message": {"content": null, "refusal": KEY}}]}),
+            &json!({"choices": [{"message": {"content": null, "refusal": KEY}}]}),
         ),
     ];
     for reply in cases {
@@ -392,7 +394,7 @@ async fn the_key_never_leaks_even_when_the_server_echoes_it() {
     // Redaction comes before truncation, so a cut through the key cannot leave part of it.
     let straddling = format!("{}{KEY}", "x".repeat(495));
     let (_server, result) = chat(
-        vec![Reply::json(401, json!({"error": {"message": straddling}}))],
+        vec![Reply::json(401, &json!({"error": {"message": straddling}}))],
         json!({"prompt": "hi"}),
     )
     .await;
@@ -403,13 +405,13 @@ async fn the_key_never_leaks_even_when_the_server_echoes_it() {
     );
 
     // A model (or a server) repeating the key in its answer does not leak it either.
-    let reply = Reply::completion(&format!("your key is {KEY}")).with_header("x-request-id", KEY);
+    let reply = completion(&format!("your key is {KEY}")).header("x-request-id", KEY);
     let (_server, result) = chat(vec![reply], json!({"prompt": "hi"})).await;
     let out = result.unwrap();
     assert_eq!(out.output, json!("your key is [redacted]"));
     assert_eq!(out.metadata["request_id"], json!("[redacted]"));
     let (_server, result) = chat(
-        vec![Reply::completion(&format!(r#"{{"{KEY}": ["{KEY}"]}}"#))],
+        vec![completion(&format!(r#"{{"{KEY}": ["{KEY}"]}}"#))],
         json!({"prompt": "json", "json": true}),
     )
     .await;
@@ -456,7 +458,7 @@ async fn a_missing_or_unusable_credential_is_permanent_and_nothing_is_sent() {
         ),
     ];
     for (credentials, want) in cases {
-        let server = FakeServer::start(vec![Reply::completion("x")]).await;
+        let server = serve(vec![completion("x")]).await;
         let ctx = context(credentials);
         let err = registry(&server)
             .execute("openai", "chat", &json!({"prompt": "hi"}), &ctx)
@@ -465,14 +467,14 @@ async fn a_missing_or_unusable_credential_is_permanent_and_nothing_is_sent() {
         assert!(!err.is_retryable());
         assert!(err.to_string().contains(want), "{err}");
         assert!(!err.to_string().contains("sk-"), "{err}");
-        assert!(server.received().is_empty());
+        assert!(server.requests().is_empty());
     }
 }
 
 #[tokio::test]
 async fn bad_params_and_unknown_actions_fail_before_any_request() {
-    let server = FakeServer::start(vec![]).await;
-    let provider = ChatProvider::new(OPENAI, Some(server.base_url()));
+    let server = serve(vec![]).await;
+    let provider = ChatProvider::new(OPENAI, Some(base_url(&server)));
     let ctx = openai_context();
     let err = provider
         .execute("chat", &json!({"prompt": "hi", "temperature": 3}), &ctx)
@@ -490,12 +492,12 @@ async fn bad_params_and_unknown_actions_fail_before_any_request() {
         err,
         ProviderError::permanent("openai has no action 'complete' (it has: chat)")
     );
-    assert!(server.received().is_empty());
+    assert!(server.requests().is_empty());
 }
 
 #[tokio::test]
 async fn groq_uses_its_key_its_base_url_and_its_default_model() {
-    let server = FakeServer::start(vec![Reply::completion("fast")]).await;
+    let server = serve(vec![completion("fast")]).await;
     // A stored key is trimmed, and an openai key is never sent to groq.
     let ctx = context(vec![
         credential("openai", CredentialKind::ApiKey, "sk-openai-only"),
@@ -506,8 +508,8 @@ async fn groq_uses_its_key_its_base_url_and_its_default_model() {
         .await
         .unwrap();
     assert_eq!(out.output, json!("fast"));
-    let request = &server.received()[0];
-    assert_eq!(request.path, "/v1/chat/completions");
+    let request = &server.requests()[0];
+    assert_eq!(request.target, "/v1/chat/completions");
     assert_eq!(
         request.header("authorization"),
         Some(format!("Bearer {KEY}").as_str())
@@ -524,10 +526,10 @@ async fn another_compatible_vendor_is_a_few_lines() {
         default_model: "llama3.2",
         credential_types: &[CredentialKind::ApiKey],
     };
-    let server = FakeServer::start(vec![Reply::completion("local answer")]).await;
+    let server = serve(vec![completion("local answer")]).await;
     let mut registry = Registry::new();
     registry
-        .register(ChatProvider::new(LOCAL, Some(server.base_url())))
+        .register(ChatProvider::new(LOCAL, Some(base_url(&server))))
         .unwrap();
 
     let ctx = context(vec![credential("local", CredentialKind::ApiKey, KEY)]);
@@ -536,7 +538,7 @@ async fn another_compatible_vendor_is_a_few_lines() {
         .await
         .unwrap();
     assert_eq!(out.output, json!("local answer"));
-    assert_eq!(server.received()[0].json()["model"], json!("llama3.2"));
+    assert_eq!(server.requests()[0].json()["model"], json!("llama3.2"));
     assert_eq!(
         registry.describe("local").unwrap().description,
         LOCAL.description
@@ -545,12 +547,9 @@ async fn another_compatible_vendor_is_a_few_lines() {
 
 #[tokio::test]
 async fn a_redirect_to_another_origin_is_refused_and_the_key_stays_home() {
-    let elsewhere = FakeServer::start(vec![Reply::completion("stolen")]).await;
+    let elsewhere = serve(vec![completion("stolen")]).await;
     let location = format!("{}/v1/chat/completions", elsewhere.origin());
-    let server = FakeServer::start(vec![
-        Reply::text(307, "").with_header("Location", &location),
-    ])
-    .await;
+    let server = serve(vec![Reply::text(307, "").header("Location", &location)]).await;
     let err = registry(&server)
         .execute(
             "openai",
@@ -562,8 +561,8 @@ async fn a_redirect_to_another_origin_is_refused_and_the_key_stays_home() {
         .unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     assert!(err.to_string().contains("redirect"), "{err}");
-    assert_eq!(server.received().len(), 1);
-    assert!(elsewhere.received().is_empty());
+    assert_eq!(server.requests().len(), 1);
+    assert!(elsewhere.requests().is_empty());
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use pilot_engine::{Engine, EngineConfig, EngineParts, idempotency_key};
 use pilot_provider_ai::{AiConfig, register};
 use pilot_registry::Registry;
 use serde_json::{Value, json};
-use support::{FakeServer, KEY, Reply, client, credential};
+use support::{KEY, Reply, base_url, client, completion, credential, serve};
 
 fn step(id: &str, provider: &str, action: &str, params: Value) -> Step {
     serde_json::from_value(json!({
@@ -32,17 +32,17 @@ fn step(id: &str, provider: &str, action: &str, params: Value) -> Step {
 
 #[tokio::test]
 async fn a_later_step_reads_the_chat_output_through_the_engine() {
-    let server = FakeServer::start(vec![
-        Reply::json(429, json!({"error": {"message": "Rate limit reached"}}))
-            .with_header("Retry-After", "0"),
-        Reply::completion("Paris"),
-        Reply::completion("C'est Paris."),
+    let server = serve(vec![
+        Reply::json(429, &json!({"error": {"message": "Rate limit reached"}}))
+            .header("Retry-After", "0"),
+        completion("Paris"),
+        completion("C'est Paris."),
     ])
     .await;
 
     let mut registry = Registry::new();
     let config = AiConfig {
-        openai_base_url: Some(server.base_url()),
+        openai_base_url: Some(base_url(&server)),
         groq_base_url: None,
     };
     register(&mut registry, &config).unwrap();
@@ -110,7 +110,7 @@ async fn a_later_step_reads_the_chat_output_through_the_engine() {
     );
     assert_eq!(outcome.states[0].attempts, 2);
 
-    let received = server.received();
+    let received = server.requests();
     assert_eq!(received.len(), 3);
     let chat_key = idempotency_key(snapshot.run_id.as_str(), "chat");
     let keys: Vec<_> = received

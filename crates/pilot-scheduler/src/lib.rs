@@ -10,6 +10,9 @@ mod firing;
 mod metrics;
 mod worker;
 
+#[cfg(feature = "test-support")]
+pub mod testing;
+
 pub use crate::clock::{Clock, ClockSleep, ManualClock, SystemClock};
 pub use crate::config::WorkerConfig;
 pub use crate::cron::{

@@ -33,6 +33,7 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use pilot_core::{PlanId, RunId, RunStatus, TriggerKind, UserId};
 use pilot_registry::testing::{FakeServer, Reply};
+use pilot_scheduler::testing::check_ledger;
 use pilot_scheduler::{CronSchedule, ManualClock, SchedulerMetrics, Worker};
 use pilot_storage::testing::TestDb;
 use pilot_storage::{Database, Keyring, MisfirePolicy, NewRun, OverlapPolicy, RunRow};
@@ -258,52 +259,6 @@ async fn held_by(db: &Database, scene: &Scene, owner: &str) -> Option<RunRow> {
         .await
         .into_iter()
         .find(|r| r.status == RunStatus::Running && r.lease_owner.as_deref() == Some(owner))
-}
-
-/// The ledger of calls against the runs: each call's key is `<run id>:<step id>` of a known
-/// run and step and went to that step's URL; each step of each run was called at least once;
-/// and a run repeats step calls only as often as it changed hands (a takeover re-executes at
-/// most the one step in flight; no worker released a run in this test).
-fn check_ledger(calls: &[(String, String)], runs: &[RunRow]) -> usize {
-    let by_id: HashMap<&str, &RunRow> = runs.iter().map(|r| (r.id.as_str(), r)).collect();
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for (path, key) in calls {
-        let (run_id, step_id) = key
-            .split_once(':')
-            .unwrap_or_else(|| panic!("a call to {path} has no usable key: '{key}'"));
-        let run = by_id
-            .get(run_id)
-            .unwrap_or_else(|| panic!("a call to {path} names an unknown run: '{key}'"));
-        let step = run
-            .steps
-            .iter()
-            .find(|s| s.id == step_id)
-            .unwrap_or_else(|| panic!("a call to {path} names an unknown step: '{key}'"));
-        let url = step.params["url"].as_str().unwrap();
-        assert!(
-            url.ends_with(path.as_str()),
-            "{key} called {path}, not {url}"
-        );
-        *count.entry(key.as_str()).or_default() += 1;
-    }
-    let mut total = 0;
-    for run in runs {
-        let mut repeats = 0;
-        for step in &run.steps {
-            let key = format!("{}:{}", run.id, step.id);
-            let n = count.get(key.as_str()).copied().unwrap_or(0);
-            assert!(n >= 1, "step {key} of a finished run was never called");
-            repeats += n - 1;
-        }
-        assert!(
-            repeats <= run.takeover_count as usize,
-            "run {} repeated {repeats} step call(s) but changed hands {} time(s): a persisted step ran again",
-            run.id,
-            run.takeover_count
-        );
-        total += repeats;
-    }
-    total
 }
 
 async fn ledger_under_disturbances(t: &TestDb) {

@@ -7,7 +7,8 @@ use diesel::prelude::*;
 use pilot_core::{PlanId, Secret, UserId};
 
 use crate::conn::{DbConn, Mode, Scope, transaction};
-use crate::schema::{execution_plans as plans, plan_hooks as hooks};
+use crate::plans::owns_plan;
+use crate::schema::plan_hooks as hooks;
 use crate::time::{now, to_utc};
 use crate::users::{hash_token, random_token};
 use crate::{Database, StorageError};
@@ -68,13 +69,7 @@ impl Database {
         let (user, plan) = (user.clone(), plan.clone());
         self.run(move |conn| {
             transaction(conn, Scope::User(&user), Mode::Write, |conn| {
-                let owned = plans::table
-                    .filter(plans::user_id.eq(user.as_str()))
-                    .filter(plans::id.eq(plan.as_str()))
-                    .count()
-                    .get_result::<i64>(conn)?
-                    > 0;
-                if !owned {
+                if !owns_plan(conn, &user, &plan)? {
                     return Ok(None);
                 }
                 let token = random_token(HOOK_TOKEN_PREFIX)?;

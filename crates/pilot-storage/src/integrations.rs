@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use pilot_core::{CredentialKind, Integration, UserId};
 
 use crate::conn::{DbConn, Mode, Scope, transaction};
-use crate::page::{Page, PageRequest, paginate};
+use crate::page::{Page, PageRequest, after, paginate};
 use crate::schema::custom_integrations as integrations;
 use crate::time::{now, to_utc};
 use crate::{Database, StorageError};
@@ -201,13 +201,7 @@ impl Database {
                     .limit(limit + 1)
                     .into_boxed();
                 if let Some(c) = position {
-                    query = query.filter(
-                        integrations::created_at
-                            .lt(c.created_at)
-                            .or(integrations::created_at
-                                .eq(c.created_at)
-                                .and(integrations::id.lt(c.id))),
-                    );
+                    query = query.filter(after(integrations::created_at, integrations::id, c));
                 }
                 let rows = query.load(conn)?;
                 paginate(

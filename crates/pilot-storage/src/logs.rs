@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use pilot_core::{PlanId, RunId, UserId};
 
 use crate::conn::{DbConn, Mode, Scope, transaction};
-use crate::page::{Page, PageRequest, paginate};
+use crate::page::{Page, PageRequest, after, paginate};
 use crate::schema::execution_logs as logs;
 use crate::time::{to_naive, to_utc};
 use crate::{Database, StorageError};
@@ -133,11 +133,7 @@ impl Database {
                     query = query.filter(logs::run_id.eq(run.as_str()));
                 }
                 if let Some(c) = position {
-                    query = query.filter(
-                        logs::timestamp
-                            .lt(c.created_at)
-                            .or(logs::timestamp.eq(c.created_at).and(logs::id.lt(c.id))),
-                    );
+                    query = query.filter(after(logs::timestamp, logs::id, c));
                 }
                 let rows = query.load(conn)?;
                 paginate(

@@ -1,12 +1,18 @@
 //! Cursor pagination shared by every list. A cursor is opaque to callers: base64url of
 //! `<created_at as microseconds>|<id>` of the last item returned. Lists are newest first, ordered by
-//! `(created_at DESC, id DESC)`, so the next page is everything strictly after that pair.
+//! `(created_at DESC, id DESC)`, so the next page is everything strictly after that pair: each
+//! list filters its boxed query with [`after`] and builds the page with [`paginate`].
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::NaiveDateTime;
+use diesel::dsl;
+use diesel::expression::BoxableExpression;
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text, Timestamp};
 
 use crate::StorageError;
+use crate::conn::DbConn;
 
 /// Largest page a list returns, whatever the caller asks.
 pub const MAX_PAGE_SIZE: u32 = 500;
@@ -124,4 +130,29 @@ pub(crate) fn paginate<R, T>(
         .map(convert)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page { items, next_cursor })
+}
+
+/// The backend of a boxed query.
+type Db = <DbConn as Connection>::Backend;
+
+/// The keyset condition of a newest-first list: `at < c.at OR (at = c.at AND id < c.id)`.
+type After<At, Id> =
+    dsl::Or<dsl::Lt<At, NaiveDateTime>, dsl::And<dsl::Eq<At, NaiveDateTime>, dsl::Lt<Id, String>>>;
+
+/// The rows strictly after `cursor` in a list ordered by `(at DESC, id DESC)`, as a filter for
+/// a boxed query over `QS` (a table or a join).
+pub(crate) fn after<QS, At, Id>(
+    at: At,
+    id: Id,
+    cursor: Cursor,
+) -> Box<dyn BoxableExpression<QS, Db, SqlType = Bool>>
+where
+    At: Expression<SqlType = Timestamp> + Copy + 'static,
+    Id: Expression<SqlType = Text> + 'static,
+    After<At, Id>: BoxableExpression<QS, Db, SqlType = Bool>,
+{
+    Box::new(
+        at.lt(cursor.created_at)
+            .or(at.eq(cursor.created_at).and(id.lt(cursor.id))),
+    )
 }

@@ -8,7 +8,8 @@ use diesel::prelude::*;
 use pilot_core::{PlanId, RunId, RunStatus, ScheduleId, UserId};
 
 use crate::conn::{Mode, Scope, transaction};
-use crate::page::{Page, PageRequest, paginate};
+use crate::page::{Page, PageRequest, after, paginate};
+use crate::plans::owns_plan;
 use crate::runs::parse_status;
 use crate::schema::{execution_plans as plans, runs, schedules};
 use crate::time::{now, to_naive, to_utc};
@@ -192,13 +193,7 @@ impl Database {
         let (user, plan, spec) = (user.clone(), plan.clone(), spec.clone());
         self.run(move |conn| {
             transaction(conn, Scope::User(&user), Mode::Write, |conn| {
-                let owned = plans::table
-                    .filter(plans::user_id.eq(user.as_str()))
-                    .filter(plans::id.eq(plan.as_str()))
-                    .count()
-                    .get_result::<i64>(conn)?
-                    > 0;
-                if !owned {
+                if !owns_plan(conn, &user, &plan)? {
                     return Ok(None);
                 }
                 let target = schedules::table
@@ -319,13 +314,7 @@ impl Database {
                     .limit(limit + 1)
                     .into_boxed();
                 if let Some(c) = position {
-                    query = query.filter(
-                        schedules::created_at
-                            .lt(c.created_at)
-                            .or(schedules::created_at
-                                .eq(c.created_at)
-                                .and(schedules::id.lt(c.id))),
-                    );
+                    query = query.filter(after(schedules::created_at, schedules::id, c));
                 }
                 let rows: Vec<(ScheduleRecord, String, Option<String>)> = query.load(conn)?;
                 paginate(

@@ -1,25 +1,26 @@
 //! Helpers of the multi-process tests: real `pilot-worker` processes against a fresh PostgreSQL
-//! database, signals sent with `kill(1)`, plans whose steps call a local fake server, and
-//! waiting for the database to reach a state. A worker's log goes to a file that is printed
-//! when the test fails.
+//! database, signals sent with `kill(1)`, and (from `pilot_scheduler::testing`, shared with the
+//! scheduler's tests) plans whose steps call a local fake server and waiting for the database
+//! to reach a state. A worker's log goes to a file that is printed when the test fails.
 
 #![allow(
     dead_code,
+    unused_imports,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::print_stderr,
     reason = "shared by several test binaries, each using a part; tests fail on the unexpected"
 )]
 
-use std::future::Future;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use pilot_core::{PlanId, RetryPolicy, RunId, Step, UserId};
+use pilot_core::{RunId, UserId};
+pub(crate) use pilot_scheduler::testing::{plan, post_step, run, runs_of, user, wait_for};
 use pilot_storage::testing::TestDb;
-use pilot_storage::{Database, Keyring, LogFilter, NewPlan, PageRequest, RunRow};
+use pilot_storage::{Database, Keyring, LogFilter, PageRequest};
 
 /// A fresh PostgreSQL database, or `None` (with a loud SKIPPED line) when
 /// `PILOT_TEST_POSTGRES_URL` is not set; under `CI=true` a missing URL fails instead.
@@ -126,67 +127,6 @@ impl Drop for WorkerProcess {
     }
 }
 
-/// A webhook step posting to `url`, one attempt, a 20 s timeout.
-pub(crate) fn post_step(id: &str, url: &str) -> Step {
-    let params = serde_json::json!({ "url": url, "body": { "step": id } });
-    Step {
-        id: id.to_owned(),
-        provider: "webhook".to_owned(),
-        action: "post".to_owned(),
-        params: params.as_object().unwrap().clone(),
-        retry: Some(RetryPolicy {
-            max_attempts: 1,
-            ..RetryPolicy::default()
-        }),
-        timeout_ms: Some(20_000),
-        when: None,
-        continue_on_error: false,
-    }
-}
-
-/// A user with a unique name.
-pub(crate) async fn user(db: &Database) -> UserId {
-    db.create_user(&format!("u-{}", pilot_core::new_id()), false)
-        .await
-        .unwrap()
-        .id
-}
-
-/// A stored plan of `steps`.
-pub(crate) async fn plan(db: &Database, user: &UserId, name: &str, steps: Vec<Step>) -> PlanId {
-    let plan = NewPlan {
-        name: name.to_owned(),
-        original_prompt: None,
-        steps,
-        plain_english_steps: Vec::new(),
-        required_providers: vec!["webhook".to_owned()],
-        trigger: None,
-        status: "active".to_owned(),
-    };
-    db.create_plan(user, &plan).await.unwrap().id
-}
-
-/// Every run of `plan`, oldest first.
-pub(crate) async fn runs_of(db: &Database, user: &UserId, plan: &PlanId) -> Vec<RunRow> {
-    let mut out = Vec::new();
-    let mut page = PageRequest::first(500);
-    loop {
-        let got = db.list_runs_for_plan(user, plan, &page).await.unwrap();
-        out.extend(got.items);
-        match got.next_cursor {
-            Some(c) => page = PageRequest::after(500, c),
-            None => break,
-        }
-    }
-    out.reverse();
-    out
-}
-
-/// One run.
-pub(crate) async fn run(db: &Database, user: &UserId, id: &RunId) -> RunRow {
-    db.run_by_id(user, id).await.unwrap().unwrap()
-}
-
 /// How many execution-log rows the run has.
 pub(crate) async fn log_count(db: &Database, user: &UserId, id: &RunId) -> usize {
     let filter = LogFilter {
@@ -198,23 +138,4 @@ pub(crate) async fn log_count(db: &Database, user: &UserId, id: &RunId) -> usize
         .unwrap()
         .items
         .len()
-}
-
-/// Polls `probe` every 50 ms until it answers `Some`, failing after `limit`.
-pub(crate) async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -13,7 +13,9 @@ use pilot_storage::IntegrationRow;
 use serde::{Deserialize, Serialize};
 
 use crate::extract::{Body, Caller, Query, path_id};
-use crate::handlers::{PageView, check_header_name, check_header_value, check_name, check_url};
+use crate::handlers::{
+    PageView, check_header_name, check_header_value, check_name, check_url, deleted, list_page,
+};
 use crate::{ApiError, AppState};
 
 /// The most default headers an integration may have.
@@ -107,7 +109,7 @@ pub(crate) async fn list(
     caller: Caller,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let page = Query::parse(&req, &["limit", "cursor"])?.page()?;
+    let page = list_page(&req)?;
     let rows = state.db().list_integrations(&caller.user, &page).await?;
     Ok(HttpResponse::Ok().json(PageView::from_page(rows, IntegrationView::from)))
 }
@@ -169,9 +171,5 @@ pub(crate) async fn delete(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&req, "id")?;
-    if state.db().delete_integration(&caller.user, &id).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::not_found())
-    }
+    deleted(state.db().delete_integration(&caller.user, &id).await?)
 }

@@ -1,5 +1,6 @@
 //! The request handlers, one module per area of the API, and what they share: the list
-//! envelope and checks of user-supplied text, names, URLs and headers.
+//! envelope and the page a plain list asks for, the caller's plan or the one 404, the answer to
+//! a delete, and checks of user-supplied text, names, URLs and headers.
 //!
 //! Every handler follows one order: authenticate, read and validate everything, then make one
 //! storage call that writes. So a 4xx never leaves a change behind.
@@ -13,10 +14,13 @@ pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod system;
 
-use pilot_storage::Page;
+use actix_web::{HttpRequest, HttpResponse};
+use pilot_core::PlanId;
+use pilot_storage::{Page, PageRequest, PlanRow};
 use serde::Serialize;
 
-use crate::ApiError;
+use crate::extract::{Caller, Query};
+use crate::{ApiError, AppState};
 
 /// One page of a list: `{"items": [...], "next_cursor": "..." | null}`.
 #[derive(Debug, Serialize)]
@@ -31,6 +35,33 @@ impl<T> PageView<T> {
             items: page.items.into_iter().map(view).collect(),
             next_cursor: page.next_cursor,
         }
+    }
+}
+
+/// The page a plain list asks for: `limit` and `cursor`, and no other query parameter.
+pub(crate) fn list_page(req: &HttpRequest) -> Result<PageRequest, ApiError> {
+    Query::parse(req, &["limit", "cursor"])?.page()
+}
+
+/// The caller's plan `id`, or the one 404 (another user's plan is not found either).
+pub(crate) async fn caller_plan(
+    state: &AppState,
+    caller: &Caller,
+    id: &PlanId,
+) -> Result<PlanRow, ApiError> {
+    state
+        .db()
+        .plan(&caller.user, id)
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+/// The answer to a delete: 204 when something was deleted, otherwise the one 404.
+pub(crate) fn deleted(found: bool) -> Result<HttpResponse, ApiError> {
+    if found {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::not_found())
     }
 }
 

@@ -11,7 +11,7 @@ use pilot_storage::{HookRow, NewPlan, PlanRow};
 use serde::{Deserialize, Serialize};
 
 use crate::extract::{Body, Caller, Query, path_id};
-use crate::handlers::{PageView, check_line, check_text};
+use crate::handlers::{PageView, caller_plan, check_line, check_text, deleted, list_page};
 use crate::{ApiError, AppState};
 
 /// The body of `POST /api/plans` and `PUT /api/plans/{id}`.
@@ -205,7 +205,7 @@ pub(crate) async fn list(
     caller: Caller,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let page = Query::parse(&req, &["limit", "cursor"])?.page()?;
+    let page = list_page(&req)?;
     let plans = state.db().list_plans(&caller.user, &page).await?;
     Ok(HttpResponse::Ok().json(PageView::from_page(plans, PlanView::from)))
 }
@@ -236,11 +236,7 @@ pub(crate) async fn get(
 ) -> Result<HttpResponse, ApiError> {
     Query::parse(&req, &[])?;
     let id = PlanId(path_id(&req, "id")?);
-    let row = state
-        .db()
-        .plan(&caller.user, &id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let row = caller_plan(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(PlanView::from(row)))
 }
 
@@ -270,11 +266,7 @@ pub(crate) async fn delete(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = PlanId(path_id(&req, "id")?);
-    if state.db().delete_plan(&caller.user, &id).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::not_found())
-    }
+    deleted(state.db().delete_plan(&caller.user, &id).await?)
 }
 
 /// `POST /api/plans/{id}/hooks`: issues a new webhook token for the plan, shown once.
@@ -298,11 +290,7 @@ pub(crate) async fn list_hooks(
 ) -> Result<HttpResponse, ApiError> {
     Query::parse(&req, &[])?;
     let id = PlanId(path_id(&req, "id")?);
-    state
-        .db()
-        .plan(&caller.user, &id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    caller_plan(&state, &caller, &id).await?;
     let hooks = state.db().list_hooks(&caller.user, &id).await?;
     let items: Vec<HookView> = hooks.into_iter().map(HookView::from).collect();
     Ok(HttpResponse::Ok().json(PageView {
@@ -323,11 +311,7 @@ pub(crate) async fn delete_hook(
     if !hooks.iter().any(|h| h.id == hook) {
         return Err(ApiError::not_found());
     }
-    if state.db().delete_hook(&caller.user, &hook).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::not_found())
-    }
+    deleted(state.db().delete_hook(&caller.user, &hook).await?)
 }
 
 async fn issue_hook(

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::extract::{Body, Caller, Query, path_id};
-use crate::handlers::PageView;
+use crate::handlers::{PageView, caller_plan, list_page};
 use crate::{ApiError, AppState};
 
 /// The longest misfire grace window: one week.
@@ -129,11 +129,7 @@ pub(crate) async fn schedule(
     if let Some(tz) = &input.timezone {
         crate::handlers::check_line("timezone", tz, 64, true)?;
     }
-    let plan = state
-        .db()
-        .plan(&caller.user, &id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let plan = caller_plan(&state, &caller, &id).await?;
     let (cron, timezone) = match (input.cron, &plan.plan.trigger) {
         (Some(cron), _) => (cron, input.timezone),
         (None, Some(Trigger::Cron { cron, timezone })) => {
@@ -175,11 +171,7 @@ pub(crate) async fn unschedule(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = PlanId(path_id(&req, "id")?);
-    state
-        .db()
-        .plan(&caller.user, &id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    caller_plan(&state, &caller, &id).await?;
     let removed = state.db().delete_schedule(&caller.user, &id).await?;
     Ok(HttpResponse::Ok().json(json!({ "plan_id": id, "unscheduled": removed })))
 }
@@ -190,7 +182,7 @@ pub(crate) async fn jobs(
     caller: Caller,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let page = Query::parse(&req, &["limit", "cursor"])?.page()?;
+    let page = list_page(&req)?;
     let rows = state.db().list_schedules(&caller.user, &page).await?;
     Ok(HttpResponse::Ok().json(PageView::from_page(rows, ScheduleView::from)))
 }

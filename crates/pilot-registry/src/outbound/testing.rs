@@ -1,8 +1,9 @@
 //! A scriptable HTTP/1.1 server on a loopback address, for the tests of this crate and of the
 //! provider crates (feature `test-support`). It answers requests with a script of [`Reply`]s
-//! (the last one repeats), records every request and counts accepted connections, so a test
-//! can prove a guarded request never reached it. It can also misbehave on purpose: drip a body
-//! slowly, reset the connection mid-body, never answer, or send a body without a length.
+//! (the last one repeats; a test may replace the script at any time), records every request
+//! and counts accepted connections, so a test can prove a guarded request never reached it. It
+//! can also misbehave on purpose: drip a body slowly, reset the connection mid-body, never
+//! answer, or send a body without a length.
 //!
 //! It binds only what it is given (127.0.0.1:0 by default): tests never leave 127.0.0.0/8.
 
@@ -174,6 +175,16 @@ impl FakeServer {
         });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         Ok(Self { addr, state, task })
+    }
+
+    /// Replaces what is left of the script with `script`, for a test that scripts the server
+    /// after starting it (or scripts it again between requests).
+    pub fn set_script(&self, script: Vec<Reply>) {
+        *self
+            .state
+            .script
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = script.into();
     }
 
     /// Where it listens.

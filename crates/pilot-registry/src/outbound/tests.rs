@@ -587,3 +587,27 @@ async fn a_connect_that_hangs_fails_at_the_connect_timeout() {
     );
     drop(listener);
 }
+
+#[tokio::test]
+async fn a_replaced_script_answers_from_the_next_request_on() {
+    let server = FakeServer::start(vec![Reply::status(201)]).await.unwrap();
+    let client = client();
+    let status = |r: Result<OutboundResponse, OutboundError>| r.unwrap().status;
+    let url = server.url("/");
+    assert_eq!(
+        status(client.send(request(Method::GET, url.as_str())).await),
+        201
+    );
+    server.set_script(vec![Reply::status(202), Reply::status(203)]);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(status(
+            client.send(request(Method::GET, url.as_str())).await,
+        ));
+    }
+    assert_eq!(
+        seen,
+        [202, 203, 203],
+        "the new script, its last reply repeating"
+    );
+}

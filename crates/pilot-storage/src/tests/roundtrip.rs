@@ -413,6 +413,41 @@ async fn pagination(t: &TestDb) {
     }
     ids.reverse();
     assert_eq!(seen, ids, "newest first, each once");
+
+    // Integrations, and schedules (a join with plans and runs), page the same way: three at a
+    // time, they list what one page of everything lists.
+    for i in 0..7 {
+        let integration = Integration {
+            name: format!("api{i}"),
+            base_url: "https://api.example.com/".into(),
+            auth_scheme: None,
+            auth_header: None,
+            default_headers: vec![],
+        };
+        db.create_integration(&u, &integration).await.unwrap();
+    }
+    for plan in &ids {
+        let spec = ScheduleSpec {
+            cron: "0 * * * *".into(),
+            timezone: "UTC".into(),
+            misfire: MisfirePolicy::Skip,
+            grace_seconds: 60,
+            overlap: OverlapPolicy::Allow,
+            next_run_at: None,
+            enabled: true,
+        };
+        db.upsert_schedule(&u, plan, &spec).await.unwrap().unwrap();
+    }
+    let everything = PageRequest::first(500);
+    let user = &u;
+    let integrations = db.list_integrations(&u, &everything).await.unwrap();
+    assert_eq!(integrations.items.len(), 7);
+    let paged = all_pages(|page| async move { db.list_integrations(user, &page).await }).await;
+    assert_eq!(paged, integrations.items);
+    let schedules = db.list_schedules(&u, &everything).await.unwrap();
+    assert_eq!(schedules.items.len(), 7);
+    let paged = all_pages(|page| async move { db.list_schedules(user, &page).await }).await;
+    assert_eq!(paged, schedules.items);
     for bad in [
         "",
         "!!!",
@@ -427,6 +462,24 @@ async fn pagination(t: &TestDb) {
             ),
             "cursor {bad:?}"
         );
+    }
+}
+
+/// Every item of a list, fetched three at a time by following `next_cursor`.
+async fn all_pages<T, Fut>(list: impl Fn(PageRequest) -> Fut) -> Vec<T>
+where
+    Fut: std::future::Future<Output = Result<crate::Page<T>, StorageError>>,
+{
+    let mut out = Vec::new();
+    let mut page = PageRequest::first(3);
+    loop {
+        let got = list(page).await.unwrap();
+        assert!(got.items.len() <= 3);
+        out.extend(got.items);
+        match got.next_cursor {
+            Some(c) => page = PageRequest::after(3, c),
+            None => return out,
+        }
     }
 }
 
