@@ -12,6 +12,9 @@ use crate::crypto::Keyring;
 use crate::writer::Writer;
 use crate::{StorageError, migrate};
 
+/// Writer threads on PostgreSQL (see `open_blocking`).
+const WRITER_SHARDS_POSTGRES: usize = 2;
+
 /// A handle on the database; cheap to clone (all clones share one pool and one writer).
 #[derive(Clone)]
 pub struct Database {
@@ -84,10 +87,11 @@ impl Database {
             config.pool_size,
             config.connect_timeout,
         )?;
-        // PostgreSQL spends most of a write in round trips: several writer threads overlap them.
-        // SQLite has one writer at a time anyway.
+        // PostgreSQL spends most of a write in round trips: two writer threads overlap them
+        // while each still gathers enough writes to batch (with 4, each saw so few at a time
+        // that there was about one commit per write). SQLite has one writer at a time anyway.
         let shards = match backend {
-            Backend::Postgres => 4,
+            Backend::Postgres => WRITER_SHARDS_POSTGRES,
             Backend::Sqlite => 1,
         };
         let writer = Writer::start(pool.clone(), config.write_batch_max.max(1), shards)?;

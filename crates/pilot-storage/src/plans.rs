@@ -6,8 +6,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use pilot_core::{PlanId, Step, Trigger, UserId};
 
-use crate::conn::{Mode, Scope, transaction};
-use crate::page::{Page, PageRequest, paginate};
+use crate::conn::{DbConn, Mode, Scope, transaction};
+use crate::page::{Page, PageRequest, after, paginate};
 use crate::schema::execution_plans as plans;
 use crate::time::{now, to_utc};
 use crate::{Database, StorageError};
@@ -142,7 +142,7 @@ impl Database {
                     .filter(plans::user_id.eq(user.as_str()))
                     .filter(plans::id.eq(id.as_str()))
                     .select(PlanRecord::as_select())
-                    .first(conn)
+                    .get_result(conn)
                     .optional()?
                     .map(PlanRecord::into_row)
                     .transpose()
@@ -169,11 +169,7 @@ impl Database {
                     .limit(limit + 1)
                     .into_boxed();
                 if let Some(c) = position {
-                    query = query.filter(
-                        plans::created_at
-                            .lt(c.created_at)
-                            .or(plans::created_at.eq(c.created_at).and(plans::id.lt(c.id))),
-                    );
+                    query = query.filter(after(plans::created_at, plans::id, c));
                 }
                 let rows = query.load(conn)?;
                 paginate(
@@ -234,4 +230,19 @@ impl Database {
         })
         .await
     }
+}
+
+/// Whether `plan` is one of `user`'s plans; for writes that attach something to a plan, inside
+/// their transaction.
+pub(crate) fn owns_plan(
+    conn: &mut DbConn,
+    user: &UserId,
+    plan: &PlanId,
+) -> Result<bool, StorageError> {
+    let n = plans::table
+        .filter(plans::user_id.eq(user.as_str()))
+        .filter(plans::id.eq(plan.as_str()))
+        .count()
+        .get_result::<i64>(conn)?;
+    Ok(n > 0)
 }

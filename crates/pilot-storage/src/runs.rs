@@ -18,6 +18,7 @@ use crate::conn::{DbConn, Mode, Scope, set_scope, transaction};
 use crate::page::{Page, PageRequest, paginate};
 use crate::schema::{execution_logs, run_steps, runs};
 use crate::time::{db_now, now, to_naive, to_utc};
+use crate::writer::NewRunJob;
 use crate::{Database, StorageError};
 
 /// What a new run executes and why.
@@ -430,6 +431,19 @@ fn lease_end(at: NaiveDateTime, ttl: Duration) -> Result<NaiveDateTime, StorageE
         .ok_or_else(|| StorageError::InvalidInput("lease ttl out of range".to_owned()))
 }
 
+/// Moves a leased run's times to `at` (the database clock of the transaction inserting it).
+pub(crate) fn restamp_lease(
+    record: &mut RunRecord,
+    at: NaiveDateTime,
+    ttl: Duration,
+) -> Result<(), StorageError> {
+    record.created_at = at;
+    record.updated_at = at;
+    record.started_at = Some(at);
+    record.lease_expires_at = Some(lease_end(at, ttl)?);
+    Ok(())
+}
+
 /// Inserts a run row (the scheduler's firing transaction uses this too).
 pub(crate) fn insert_run(conn: &mut DbConn, record: &RunRecord) -> Result<(), StorageError> {
     diesel::insert_into(runs::table)
@@ -483,7 +497,7 @@ fn load_run(conn: &mut DbConn, user: &UserId, id: &RunId) -> Result<Option<RunRo
         .filter(runs::user_id.eq(user.as_str()))
         .filter(runs::id.eq(id.as_str()))
         .select(RunRecord::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?;
     Ok(load_runs(conn, record.into_iter().collect())?.pop())
 }
@@ -508,36 +522,43 @@ fn fence_failure(conn: &mut DbConn, user: &UserId, id: &RunId) -> StorageError {
 /// (so a stale write changes nothing), then the step state, then the log rows.
 pub(crate) fn apply_write(conn: &mut DbConn, write: &RunWrite) -> Result<WriteAck, StorageError> {
     let at = now();
-    let target = runs::table
-        .filter(runs::id.eq(write.run_id.as_str()))
-        .filter(runs::user_id.eq(write.user_id.as_str()))
-        .filter(runs::lease_epoch.eq(write.epoch))
-        .filter(runs::status.eq(RunStatus::Running.as_str()));
-    let fenced: Option<(bool, i32)> = match &write.finish {
+    type Returned = (diesel::sql_types::Bool, diesel::sql_types::Integer);
+    let (id, user, running) = (
+        write.run_id.as_str(),
+        write.user_id.as_str(),
+        RunStatus::Running.as_str(),
+    );
+    let fence = [
+        Arg::Text(id),
+        Arg::Text(user),
+        Arg::BigInt(write.epoch),
+        Arg::Text(running),
+    ];
+    let update: Fixed<'_, Returned> = match &write.finish {
         Some(finish) => {
             if !finish.status.is_terminal() {
                 return Err(StorageError::InvalidInput(
                     "a run can only finish with a terminal status".to_owned(),
                 ));
             }
-            diesel::update(target)
-                .set((
-                    runs::status.eq(finish.status.as_str()),
-                    runs::error.eq(finish.error.as_deref()),
-                    runs::finished_at.eq(Some(at)),
-                    runs::lease_owner.eq(None::<String>),
-                    runs::lease_expires_at.eq(None::<NaiveDateTime>),
-                    runs::updated_at.eq(at),
-                ))
-                .returning((runs::cancel_requested, runs::step_count))
-                .get_result(conn)
-                .optional()?
+            let mut args = vec![
+                Arg::Text(finish.status.as_str()),
+                Arg::OptText(finish.error.as_deref()),
+                Arg::Time(at),
+                Arg::Time(at),
+            ];
+            args.extend(fence);
+            Fixed::new(FINISH_RUN_SQL, args)
         }
-        None => diesel::update(target)
-            .set(runs::updated_at.eq(at))
-            .returning((runs::cancel_requested, runs::step_count))
-            .get_result(conn)
-            .optional()?,
+        None => {
+            let mut args = vec![Arg::Time(at)];
+            args.extend(fence);
+            Fixed::new(UPDATE_RUN_SQL, args)
+        }
+    };
+    let fenced: Option<(bool, i32)> = match conn {
+        DbConn::Pg(c) => update.get_result(c).optional()?,
+        DbConn::Sqlite(c) => update.get_result(c).optional()?,
     };
     let Some((cancel_requested, step_count)) = fenced else {
         return Err(fence_failure(conn, &write.user_id, &write.run_id));
@@ -551,77 +572,231 @@ pub(crate) fn apply_write(conn: &mut DbConn, write: &RunWrite) -> Result<WriteAc
                     "step index {index} is out of range for this run"
                 ))
             })?;
-        let record = StepRecord::new(&write.run_id, &write.user_id, index, state)?;
-        // One upsert per step write; ON CONFLICT does not compile on the enum, so it is spelled
-        // out per backend. The run row is already fenced and locked, and step rows carry the
-        // run owner's id, so the conflicting row can only be this run's own.
-        macro_rules! upsert {
-            ($c:expr) => {
-                diesel::insert_into(run_steps::table)
-                    .values(&record)
-                    .on_conflict((run_steps::run_id, run_steps::step_index))
-                    .do_update()
-                    .set(&record)
-                    .execute($c)?
+        let r = StepRecord::new(&write.run_id, &write.user_id, index, state)?;
+        // The run row is already fenced and locked, and step rows carry the run owner's id, so
+        // the conflicting row can only be this run's own.
+        let upsert: Fixed<'_, ()> = Fixed::new(
+            UPSERT_STEP_SQL,
+            vec![
+                Arg::Text(&r.run_id),
+                Arg::Int(r.step_index),
+                Arg::Text(&r.user_id),
+                Arg::Text(&r.step_id),
+                Arg::Text(&r.status),
+                Arg::OptText(r.output_json.as_deref()),
+                Arg::OptText(r.error.as_deref()),
+                Arg::Int(r.attempts),
+                Arg::BigInt(r.latency_ms),
+                Arg::OptTime(r.started_at),
+                Arg::OptTime(r.finished_at),
+                Arg::Time(r.updated_at),
+            ],
+        );
+        execute_fixed(conn, upsert)?;
+    }
+    let rows: Vec<LogInsert> = write
+        .logs
+        .iter()
+        .map(|l| LogInsert {
+            id: pilot_core::new_id(),
+            plan_id: l.plan_id.as_ref().map(PlanId::as_str),
+            run_id: write.run_id.as_str(),
+            user_id: write.user_id.as_str(),
+            plan_name: &l.plan_name,
+            step_number: i32::try_from(l.step_number).unwrap_or(i32::MAX),
+            step_id: &l.step_id,
+            provider: &l.provider,
+            action: &l.action,
+            attempt: i32::try_from(l.attempt).unwrap_or(i32::MAX),
+            status: &l.status,
+            message: l.message.as_deref(),
+            latency_ms: i64::try_from(l.latency_ms).unwrap_or(i64::MAX),
+            output_preview: l.output_preview.as_deref(),
+            error: l.error.as_deref(),
+            timestamp: to_naive(l.timestamp),
+            created_at: at,
+        })
+        .collect();
+    match rows.as_slice() {
+        [] => {}
+        [l] => {
+            let insert: Fixed<'_, ()> = Fixed::new(
+                INSERT_LOG_SQL,
+                vec![
+                    Arg::Text(&l.id),
+                    Arg::OptText(l.plan_id),
+                    Arg::Text(l.run_id),
+                    Arg::Text(l.user_id),
+                    Arg::Text(l.plan_name),
+                    Arg::Int(l.step_number),
+                    Arg::Text(l.step_id),
+                    Arg::Text(l.provider),
+                    Arg::Text(l.action),
+                    Arg::Int(l.attempt),
+                    Arg::Text(l.status),
+                    Arg::OptText(l.message),
+                    Arg::BigInt(l.latency_ms),
+                    Arg::OptText(l.output_preview),
+                    Arg::OptText(l.error),
+                    Arg::Time(l.timestamp),
+                    Arg::Time(l.created_at),
+                ],
+            );
+            execute_fixed(conn, insert)?;
+        }
+        // A multi-row insert does not compile on the enum: expand it per backend.
+        _ => {
+            match conn {
+                DbConn::Pg(c) => diesel::insert_into(execution_logs::table)
+                    .values(&rows)
+                    .execute(c)?,
+                DbConn::Sqlite(c) => diesel::insert_into(execution_logs::table)
+                    .values(&rows)
+                    .execute(c)?,
             };
         }
-        match conn {
-            DbConn::Pg(c) => upsert!(c),
-            DbConn::Sqlite(c) => upsert!(c),
-        };
-    }
-    if !write.logs.is_empty() {
-        let rows: Vec<LogInsert> = write
-            .logs
-            .iter()
-            .map(|l| LogInsert {
-                id: pilot_core::new_id(),
-                plan_id: l.plan_id.as_ref().map(PlanId::as_str),
-                run_id: write.run_id.as_str(),
-                user_id: write.user_id.as_str(),
-                plan_name: &l.plan_name,
-                step_number: i32::try_from(l.step_number).unwrap_or(i32::MAX),
-                step_id: &l.step_id,
-                provider: &l.provider,
-                action: &l.action,
-                attempt: i32::try_from(l.attempt).unwrap_or(i32::MAX),
-                status: &l.status,
-                message: l.message.as_deref(),
-                latency_ms: i64::try_from(l.latency_ms).unwrap_or(i64::MAX),
-                output_preview: l.output_preview.as_deref(),
-                error: l.error.as_deref(),
-                timestamp: to_naive(l.timestamp),
-                created_at: at,
-            })
-            .collect();
-        // A multi-row insert does not compile on the enum: expand it per backend.
-        match conn {
-            DbConn::Pg(c) => diesel::insert_into(execution_logs::table)
-                .values(&rows)
-                .execute(c)?,
-            DbConn::Sqlite(c) => diesel::insert_into(execution_logs::table)
-                .values(&rows)
-                .execute(c)?,
-        };
     }
     Ok(WriteAck { cancel_requested })
 }
 
+/// One bind of a [`Fixed`] statement.
+enum Arg<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Int(i32),
+    BigInt(i64),
+    Time(NaiveDateTime),
+    OptTime(Option<NaiveDateTime>),
+}
+
+/// A statement of constant text (its binds marked `?`, rendered per backend) that diesel keeps
+/// prepared in its statement cache. diesel's own `UPDATE`, `ON CONFLICT DO UPDATE` and
+/// multi-row `INSERT` builders opt out of that cache, so each engine write used to be
+/// compiled afresh (28 % of the server's instructions on SQLite; parsed and planned for every
+/// write on PostgreSQL). `ST` is the SQL type of the rows a `RETURNING` clause answers.
+struct Fixed<'a, ST> {
+    sql: &'static str,
+    args: Vec<Arg<'a>>,
+    returns: std::marker::PhantomData<ST>,
+}
+
+impl<'a, ST> Fixed<'a, ST> {
+    fn new(sql: &'static str, args: Vec<Arg<'a>>) -> Self {
+        Self {
+            sql,
+            args,
+            returns: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<ST> diesel::query_builder::QueryId for Fixed<'_, ST> {
+    type QueryId = ();
+    // Keyed by its SQL text in the cache (several statements share this type).
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<ST: 'static> diesel::query_builder::Query for Fixed<'_, ST> {
+    type SqlType = ST;
+}
+
+impl<ST, Conn> RunQueryDsl<Conn> for Fixed<'_, ST> {}
+
+impl<ST, DB> diesel::query_builder::QueryFragment<DB> for Fixed<'_, ST>
+where
+    DB: diesel::backend::Backend
+        + diesel::sql_types::HasSqlType<diesel::sql_types::Text>
+        + diesel::sql_types::HasSqlType<diesel::sql_types::Integer>
+        + diesel::sql_types::HasSqlType<diesel::sql_types::BigInt>
+        + diesel::sql_types::HasSqlType<diesel::sql_types::Timestamp>,
+    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+    i32: diesel::serialize::ToSql<diesel::sql_types::Integer, DB>,
+    i64: diesel::serialize::ToSql<diesel::sql_types::BigInt, DB>,
+    NaiveDateTime: diesel::serialize::ToSql<diesel::sql_types::Timestamp, DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+        let mut args = self.args.iter();
+        let mut pieces = self.sql.split('?');
+        if let Some(first) = pieces.next() {
+            out.push_sql(first);
+        }
+        for piece in pieces {
+            match args.next() {
+                Some(Arg::Text(v)) => out.push_bind_param::<Text, str>(v)?,
+                Some(Arg::OptText(v)) => out.push_bind_param::<Nullable<Text>, _>(v)?,
+                Some(Arg::Int(v)) => out.push_bind_param::<Integer, _>(v)?,
+                Some(Arg::BigInt(v)) => out.push_bind_param::<BigInt, _>(v)?,
+                Some(Arg::Time(v)) => out.push_bind_param::<Timestamp, _>(v)?,
+                Some(Arg::OptTime(v)) => out.push_bind_param::<Nullable<Timestamp>, _>(v)?,
+                None => {
+                    return Err(diesel::result::Error::QueryBuilderError(
+                        "a fixed statement has more markers than binds".into(),
+                    ));
+                }
+            }
+            out.push_sql(piece);
+        }
+        Ok(())
+    }
+}
+
+/// The fenced run update of a write that does not end the run.
+const UPDATE_RUN_SQL: &str = "UPDATE runs SET updated_at = ? \
+     WHERE id = ? AND user_id = ? AND lease_epoch = ? AND status = ? \
+     RETURNING cancel_requested, step_count";
+
+/// The fenced run update of the write that ends the run.
+const FINISH_RUN_SQL: &str = "UPDATE runs SET status = ?, error = ?, finished_at = ?, \
+     lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
+     WHERE id = ? AND user_id = ? AND lease_epoch = ? AND status = ? \
+     RETURNING cancel_requested, step_count";
+
+/// A step's state, inserted or replaced (the same text on both backends).
+const UPSERT_STEP_SQL: &str = "INSERT INTO run_steps (run_id, step_index, user_id, step_id, \
+     status, output_json, error, attempts, latency_ms, started_at, finished_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (run_id, step_index) DO UPDATE SET user_id = excluded.user_id, \
+     step_id = excluded.step_id, status = excluded.status, output_json = excluded.output_json, \
+     error = excluded.error, attempts = excluded.attempts, latency_ms = excluded.latency_ms, \
+     started_at = excluded.started_at, finished_at = excluded.finished_at, \
+     updated_at = excluded.updated_at";
+
+/// One execution-log row (a write usually carries one; more go through diesel's multi-row
+/// insert).
+const INSERT_LOG_SQL: &str = "INSERT INTO execution_logs (id, plan_id, run_id, user_id, \
+     plan_name, step_number, step_id, provider, action, attempt, status, message, latency_ms, \
+     output_preview, error, \"timestamp\", created_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Runs a fixed statement on whichever backend `conn` is.
+fn execute_fixed(conn: &mut DbConn, q: Fixed<'_, ()>) -> Result<usize, StorageError> {
+    Ok(match conn {
+        DbConn::Pg(c) => q.execute(c)?,
+        DbConn::Sqlite(c) => q.execute(c)?,
+    })
+}
+
 impl Database {
-    /// Commits a queued run for a worker to pick up (`async: true`, webhooks).
+    /// Commits a queued run for a worker to pick up (`async: true`, webhooks), through the
+    /// group-commit writer (answered after the commit).
     /// On PostgreSQL, workers listening on [`crate::RUNS_CHANNEL`] are told at commit.
     pub async fn enqueue_run(&self, user: &UserId, run: &NewRun) -> Result<RunRow, StorageError> {
         let record = RunRecord::new(user, run, None)?;
-        let (steps, input) = (run.steps.clone(), run.input.clone());
-        let user = user.clone();
-        self.run(move |conn| {
-            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
-                insert_run(conn, &record)?;
-                notify_runs(conn)
-            })?;
-            record.into_new_row(steps, input)
-        })
-        .await
+        let record = self
+            .inner
+            .writer
+            .insert(NewRunJob {
+                user: user.clone(),
+                record: Box::new(record),
+                lease_ttl: None,
+                notify: true,
+            })
+            .await?;
+        record.into_new_row(run.steps.clone(), run.input.clone())
     }
 
     /// Commits a run that the caller executes itself (inline `POST /api/execute`), already
@@ -633,27 +808,46 @@ impl Database {
         run: &NewRun,
         lease: &Lease,
     ) -> Result<RunSnapshot, StorageError> {
-        let (user, run, lease) = (user.clone(), run.clone(), lease.clone());
-        self.run(move |conn| {
-            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
-                let at = db_now(conn)?;
-                let record = RunRecord::new(&user, &run, Some((&lease, at)))?;
-                insert_run(conn, &record)?;
-                // The snapshot is built from what was just written, not decoded back from it.
-                Ok(RunSnapshot {
-                    run_id: RunId(record.id),
-                    plan_id: run.plan_id,
-                    user_id: user.clone(),
-                    plan_name: run.plan_name,
-                    states: pending_states(&run.steps),
-                    steps: run.steps,
-                    input: run.input,
-                    epoch: record.lease_epoch,
-                    trigger: run.trigger,
-                })
+        self.start_run_at(user, run.clone(), lease)
+            .await
+            .map(|(snapshot, _)| snapshot)
+    }
+
+    /// [`Database::start_run`] taking the run by value, also answering when it was committed
+    /// (its `created_at` and `started_at`), so the caller can describe the run without reading
+    /// it back. The row goes through the group-commit writer (answered after the commit).
+    pub async fn start_run_at(
+        &self,
+        user: &UserId,
+        run: NewRun,
+        lease: &Lease,
+    ) -> Result<(RunSnapshot, DateTime<Utc>), StorageError> {
+        // Stamped with the application clock here; on PostgreSQL the writer restamps it with
+        // the database clock of the transaction that commits it.
+        let record = RunRecord::new(user, &run, Some((lease, now())))?;
+        let record = self
+            .inner
+            .writer
+            .insert(NewRunJob {
+                user: user.clone(),
+                record: Box::new(record),
+                lease_ttl: Some(lease.ttl),
+                notify: false,
             })
-        })
-        .await
+            .await?;
+        // The snapshot is built from what was just written, not decoded back from it.
+        let snapshot = RunSnapshot {
+            run_id: RunId(record.id),
+            plan_id: run.plan_id,
+            user_id: user.clone(),
+            plan_name: run.plan_name,
+            states: pending_states(&run.steps),
+            steps: run.steps,
+            input: run.input,
+            epoch: record.lease_epoch,
+            trigger: run.trigger,
+        };
+        Ok((snapshot, to_utc(record.created_at)))
     }
 
     /// The user's run `id` with its step states, or `None`.

@@ -272,7 +272,7 @@ impl Database {
                     .filter(api_tokens::token_hash.eq(&hash))
                     .filter(api_tokens::revoked_at.is_null())
                     .select(api_tokens::user_id)
-                    .first::<String>(conn)
+                    .get_result::<String>(conn)
                     .optional()?,
             };
             Ok(id.map(UserId))
@@ -292,7 +292,7 @@ fn user_id_by_name(conn: &mut DbConn, name: &str) -> Result<Option<String>, Stor
         DbConn::Sqlite(_) => users::table
             .filter(users::name.eq(name))
             .select(users::id)
-            .first::<String>(conn)
+            .get_result::<String>(conn)
             .optional()?,
     })
 }
@@ -302,7 +302,7 @@ fn load_user(conn: &mut DbConn, id: &UserId) -> Result<Option<UserRow>, StorageE
         let row = users::table
             .filter(users::id.eq(id.as_str()))
             .select(UserRecord::as_select())
-            .first(conn)
+            .get_result(conn)
             .optional()?;
         Ok(row.map(UserRow::from))
     })

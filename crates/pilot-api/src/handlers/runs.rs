@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use pilot_core::{
     Plan, PlanId, ProviderResult, RetryPolicy, RunId, RunSnapshot, RunStatus, Step, StepStatus,
     TriggerKind, UserId, validate_plan, validate_step,
@@ -223,21 +223,99 @@ pub(crate) async fn execute(
     if request.run_async {
         return enqueue(&state, &caller.user, &new_run).await;
     }
-    let snapshot = state
+    // What the answer shows of the run besides its outcome, kept before the engine takes the
+    // snapshot: the answer is built from these and the engine's outcome, not read back.
+    let defs: Vec<(String, String, String)> = new_run
+        .steps
+        .iter()
+        .map(|s| (s.id.clone(), s.provider.clone(), s.action.clone()))
+        .collect();
+    let (plan_id, plan_name, input) = (
+        new_run.plan_id.clone(),
+        new_run.plan_name.clone(),
+        new_run.input.clone(),
+    );
+    let (snapshot, started_at) = state
         .db()
-        .start_run(&caller.user, &new_run, &lease(&state))
+        .start_run_at(&caller.user, new_run, &lease(&state))
         .await?;
     let run_id = snapshot.run_id.clone();
     let result = spawn_inline(&state, snapshot, |engine, snapshot| async move {
-        engine.execute_plan(snapshot).await.map(|_| ())
+        engine.execute_plan(snapshot).await
     })
     .await?;
-    let row = state
-        .db()
-        .run_by_id(&caller.user, &run_id)
-        .await?
-        .ok_or_else(|| ApiError::internal(&"a run created by this request vanished"))?;
-    inline_answer(result, row)
+    match result {
+        // The engine wrote this end (its last write was accepted under our lease): answer from
+        // it. A cancelled run is read back (rare; it shows who asked).
+        Ok(outcome) if outcome.status.is_terminal() && outcome.status != RunStatus::Cancelled => {
+            Ok(HttpResponse::Ok().json(finished_view(
+                run_id, plan_id, plan_name, input, started_at, defs, outcome,
+            )))
+        }
+        // Lease lost, store unavailable, or anything unexpected: the stored run decides.
+        other => {
+            let row = state
+                .db()
+                .run_by_id(&caller.user, &run_id)
+                .await?
+                .ok_or_else(|| ApiError::internal(&"a run created by this request vanished"))?;
+            inline_answer(other.map(|_| ()), row)
+        }
+    }
+}
+
+/// The view of an inline run that ended as the engine reports, the same as reading it back
+/// would show: times at storage's precision (microseconds). `finished_at` is this process's
+/// clock when the answer is built, a moment after the stored one; `cancel_requested` is false
+/// (a cancelled run is read back instead, and a request that came after the last step
+/// started changed nothing).
+fn finished_view(
+    id: RunId,
+    plan_id: Option<PlanId>,
+    plan_name: String,
+    input: Value,
+    started_at: DateTime<Utc>,
+    defs: Vec<(String, String, String)>,
+    outcome: pilot_engine::RunOutcome,
+) -> RunView {
+    let stored = |t: DateTime<Utc>| t.trunc_subsecs(6);
+    let mut states = outcome.states.into_iter();
+    let steps = defs
+        .into_iter()
+        .map(|(step_id, provider, action)| {
+            let state = states
+                .next()
+                .unwrap_or_else(|| pilot_core::StepState::pending(step_id.clone()));
+            StepView {
+                id: step_id,
+                provider,
+                action,
+                status: state.status,
+                output: state.output,
+                error: state.error,
+                attempts: state.attempts,
+                latency_ms: state.latency_ms,
+                started_at: state.started_at.map(stored),
+                finished_at: state.finished_at.map(stored),
+            }
+        })
+        .collect();
+    RunView {
+        id,
+        plan_id,
+        plan_name,
+        status: outcome.status,
+        trigger: TriggerKind::Api,
+        input,
+        error: outcome.error,
+        cancel_requested: false,
+        scheduled_for: None,
+        takeover_count: 0,
+        created_at: started_at,
+        started_at: Some(started_at),
+        finished_at: Some(stored(Utc::now())),
+        steps,
+    }
 }
 
 /// `POST /api/execute-step`
@@ -460,14 +538,15 @@ fn lease(state: &AppState) -> Lease {
 
 /// Runs `work` in its own task while renewing the run's lease, and waits for it. The task goes
 /// on if the client hangs up.
-async fn spawn_inline<F, Fut>(
+async fn spawn_inline<F, Fut, T>(
     state: &AppState,
     snapshot: RunSnapshot,
     work: F,
-) -> Result<Result<(), EngineError>, ApiError>
+) -> Result<Result<T, EngineError>, ApiError>
 where
     F: FnOnce(pilot_engine::Engine, RunSnapshot) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<(), EngineError>> + Send + 'static,
+    Fut: Future<Output = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
 {
     let engine = state.engine().clone();
     let db = state.db().clone();
