@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use pilot_api::{ApiSettings, AppParts, AppState, Metrics, ServerConfig};
 use pilot_registry::{OutboundClient, OutboundConfig, Registry, parse_allowlist};
-use pilot_storage::{Backend, Database, DbConfig, Keyring};
+use pilot_storage::{Backend, Database, DbConfig, KeySettings, KeySource, Keyring};
 
 use crate::cli::{
     Cli, Command, Config, KeysCommand, LogFormat, LogsCommand, ServeArgs, TokensCommand,
@@ -149,51 +149,22 @@ fn database_url(config: &Config) -> anyhow::Result<String> {
     ))
 }
 
-/// The keyring: configured keys, or on the embedded SQLite default a key generated into the
-/// data directory on first start. PostgreSQL deployments must configure theirs.
+/// The keyring from the key settings (pilot-storage's `Keyring::from_settings`, shared with
+/// the other binary); the embedded SQLite default may use a key file in the data directory.
 fn keyring(config: &Config, backend: Backend) -> anyhow::Result<Keyring> {
-    let read = |path: &Path| -> anyhow::Result<String> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(text.trim().to_owned())
+    let settings = KeySettings {
+        master_key: config.master_key.clone(),
+        master_key_file: config.master_key_file.clone(),
+        master_keys: config.master_keys.clone(),
+        master_keys_file: config.master_keys_file.clone(),
+        active_key_id: config.active_key_id.clone(),
+        data_dir: config.data_dir.clone(),
     };
-    let single = match (&config.master_key, &config.master_key_file) {
-        (Some(_), Some(_)) => bail!("give PILOT_MASTER_KEY or PILOT_MASTER_KEY_FILE, not both"),
-        (Some(key), None) => Some(key.trim().to_owned()),
-        (None, Some(path)) => Some(read(path)?),
-        (None, None) => None,
-    };
-    let several = match (&config.master_keys, &config.master_keys_file) {
-        (Some(_), Some(_)) => bail!("give PILOT_MASTER_KEYS or PILOT_MASTER_KEYS_FILE, not both"),
-        (Some(keys), None) => Some(keys.trim().to_owned()),
-        (None, Some(path)) => Some(read(path)?),
-        (None, None) => None,
-    };
-    match (single, several) {
-        (Some(_), Some(_)) => bail!("give a single master key or PILOT_MASTER_KEYS, not both"),
-        (Some(key), None) => {
-            if key.is_empty() {
-                bail!("the master key is empty");
-            }
-            Keyring::from_master_key(&key).context("PILOT_MASTER_KEY")
-        }
-        (None, Some(keys)) => {
-            let active = config
-                .active_key_id
-                .as_deref()
-                .context("PILOT_MASTER_KEYS needs PILOT_ACTIVE_KEY_ID")?;
-            Keyring::from_keys(&keys, active).context("PILOT_MASTER_KEYS")
-        }
-        (None, None) if backend == Backend::Sqlite => {
-            let (keyring, path) =
-                Keyring::load_or_generate(&config.data_dir).context("the generated master key")?;
-            tracing::info!(path = %path.display(), "using the master key file in the data directory");
-            Ok(keyring)
-        }
-        (None, None) => bail!(
-            "PostgreSQL needs a master key: set PILOT_MASTER_KEY (or PILOT_MASTER_KEY_FILE, or PILOT_MASTER_KEYS with PILOT_ACTIVE_KEY_ID)"
-        ),
+    let (keyring, source) = Keyring::from_settings(&settings, backend == Backend::Sqlite)?;
+    if let KeySource::KeyFile(path) = source {
+        tracing::info!(path = %path.display(), "using the master key file in the data directory");
     }
+    Ok(keyring)
 }
 
 /// Opens the database (running pending migrations), with a keyring when `need_keys` or when

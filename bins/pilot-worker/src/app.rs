@@ -2,16 +2,15 @@
 //! provider registry, the guarded HTTP client, a metered engine and the scheduler's worker, with
 //! a small `/metrics` listener beside it. SIGTERM or SIGINT starts the drain.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use pilot_api::{MeteredRunStore, Metrics};
 use pilot_core::{CredentialStore, RunStore};
 use pilot_engine::{Engine, EngineConfig, EngineParts};
 use pilot_registry::{OutboundClient, OutboundConfig, Registry, parse_allowlist};
 use pilot_scheduler::{SchedulerMetrics, Worker, WorkerConfig};
-use pilot_storage::{Backend, Database, DbConfig, Keyring};
+use pilot_storage::{Backend, Database, DbConfig, KeySettings, KeySource, Keyring};
 use tokio::sync::Notify;
 
 use crate::cli::{Cli, LogFormat, SqliteSync};
@@ -141,54 +140,22 @@ async fn open(cli: &Cli) -> anyhow::Result<Database> {
     Ok(db.with_keyring(keyring))
 }
 
-/// The keyring, from the same settings as pilot-server's; on the embedded SQLite default, the
-/// key file in the data directory (generated there if the worker starts first).
+/// The keyring from the key settings (pilot-storage's `Keyring::from_settings`, shared with
+/// the other binary); the embedded SQLite default may use a key file in the data directory.
 fn keyring(cli: &Cli, backend: Backend) -> anyhow::Result<Keyring> {
-    let read = |path: &Path| -> anyhow::Result<String> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(text.trim().to_owned())
+    let settings = KeySettings {
+        master_key: cli.master_key.clone(),
+        master_key_file: cli.master_key_file.clone(),
+        master_keys: cli.master_keys.clone(),
+        master_keys_file: cli.master_keys_file.clone(),
+        active_key_id: cli.active_key_id.clone(),
+        data_dir: cli.data_dir.clone(),
     };
-    let single = match (&cli.master_key, &cli.master_key_file) {
-        (Some(_), Some(_)) => bail!("give PILOT_MASTER_KEY or PILOT_MASTER_KEY_FILE, not both"),
-        (Some(key), None) => Some(key.trim().to_owned()),
-        (None, Some(path)) => Some(read(path)?),
-        (None, None) => None,
-    };
-    let several = match (&cli.master_keys, &cli.master_keys_file) {
-        (Some(_), Some(_)) => bail!("give PILOT_MASTER_KEYS or PILOT_MASTER_KEYS_FILE, not both"),
-        (Some(keys), None) => Some(keys.trim().to_owned()),
-        (None, Some(path)) => Some(read(path)?),
-        (None, None) => None,
-    };
-    match (single, several) {
-        (Some(_), Some(_)) => bail!("give a single master key or PILOT_MASTER_KEYS, not both"),
-        (Some(key), None) => {
-            if key.is_empty() {
-                bail!("the master key is empty");
-            }
-            Keyring::from_master_key(&key).context("PILOT_MASTER_KEY")
-        }
-        (None, Some(keys)) => {
-            let active = cli
-                .active_key_id
-                .as_deref()
-                .context("PILOT_MASTER_KEYS needs PILOT_ACTIVE_KEY_ID")?;
-            Keyring::from_keys(&keys, active).context("PILOT_MASTER_KEYS")
-        }
-        (None, None) if backend == Backend::Sqlite => {
-            std::fs::create_dir_all(&cli.data_dir).with_context(|| {
-                format!("creating the data directory {}", cli.data_dir.display())
-            })?;
-            let (keyring, path) =
-                Keyring::load_or_generate(&cli.data_dir).context("the master key file")?;
-            tracing::info!(path = %path.display(), "using the master key file in the data directory");
-            Ok(keyring)
-        }
-        (None, None) => bail!(
-            "PostgreSQL needs a master key: set PILOT_MASTER_KEY (or PILOT_MASTER_KEY_FILE, or PILOT_MASTER_KEYS with PILOT_ACTIVE_KEY_ID)"
-        ),
+    let (keyring, source) = Keyring::from_settings(&settings, backend == Backend::Sqlite)?;
+    if let KeySource::KeyFile(path) = source {
+        tracing::info!(path = %path.display(), "using the master key file in the data directory");
     }
+    Ok(keyring)
 }
 
 /// The installed providers, as pilot-server installs them.

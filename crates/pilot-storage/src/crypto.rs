@@ -52,7 +52,109 @@ pub(crate) struct Binding<'a> {
     pub(crate) kind: &'a str,
 }
 
+/// The operator's key settings as the binaries read them (SPEC section 8): a single key
+/// (`PILOT_MASTER_KEY`, key id `k1`) or several (`PILOT_MASTER_KEYS` with
+/// `PILOT_ACTIVE_KEY_ID`), each also from a file; with none, the embedded SQLite default uses a
+/// key file generated in the data directory.
+#[derive(Clone, Default)]
+pub struct KeySettings {
+    /// `PILOT_MASTER_KEY`: base64 of 32 bytes.
+    pub master_key: Option<String>,
+    /// `PILOT_MASTER_KEY_FILE`.
+    pub master_key_file: Option<PathBuf>,
+    /// `PILOT_MASTER_KEYS`: `id:base64,...`.
+    pub master_keys: Option<String>,
+    /// `PILOT_MASTER_KEYS_FILE`.
+    pub master_keys_file: Option<PathBuf>,
+    /// `PILOT_ACTIVE_KEY_ID`: the key new values are encrypted with.
+    pub active_key_id: Option<String>,
+    /// Where the generated key file lives (embedded SQLite default only).
+    pub data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for KeySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: bool| if v { "[set]" } else { "[unset]" };
+        f.debug_struct("KeySettings")
+            .field("master_key", &set(self.master_key.is_some()))
+            .field("master_key_file", &self.master_key_file)
+            .field("master_keys", &set(self.master_keys.is_some()))
+            .field("master_keys_file", &self.master_keys_file)
+            .field("active_key_id", &self.active_key_id)
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+/// Where [`Keyring::from_settings`] found its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The operator configured them.
+    Configured,
+    /// The key file in the data directory (generated on first start).
+    KeyFile(PathBuf),
+}
+
 impl Keyring {
+    /// The keyring the operator's settings describe. Exactly one way of giving keys may be
+    /// used; an empty key is refused; with no keys configured, `allow_generated` (the embedded
+    /// SQLite default) loads or creates the key file in the data directory, otherwise it is an
+    /// error that says what to set.
+    pub fn from_settings(
+        settings: &KeySettings,
+        allow_generated: bool,
+    ) -> Result<(Self, KeySource), StorageError> {
+        let config = |m: &str| StorageError::KeyConfig(m.to_owned());
+        let read = |path: &Path| -> Result<String, StorageError> {
+            std::fs::read_to_string(path)
+                .map(|text| text.trim().to_owned())
+                .map_err(|e| StorageError::KeyConfig(format!("reading {}: {e}", path.display())))
+        };
+        let single = match (&settings.master_key, &settings.master_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(config(
+                    "give PILOT_MASTER_KEY or PILOT_MASTER_KEY_FILE, not both",
+                ));
+            }
+            (Some(key), None) => Some(key.trim().to_owned()),
+            (None, Some(path)) => Some(read(path)?),
+            (None, None) => None,
+        };
+        let several = match (&settings.master_keys, &settings.master_keys_file) {
+            (Some(_), Some(_)) => {
+                return Err(config(
+                    "give PILOT_MASTER_KEYS or PILOT_MASTER_KEYS_FILE, not both",
+                ));
+            }
+            (Some(keys), None) => Some(keys.trim().to_owned()),
+            (None, Some(path)) => Some(read(path)?),
+            (None, None) => None,
+        };
+        match (single, several) {
+            (Some(_), Some(_)) => Err(config(
+                "give a single master key or PILOT_MASTER_KEYS, not both",
+            )),
+            (Some(key), None) if key.is_empty() => Err(config("the master key is empty")),
+            (Some(key), None) => Ok((Self::from_master_key(&key)?, KeySource::Configured)),
+            (None, Some(keys)) => {
+                let active = settings
+                    .active_key_id
+                    .as_deref()
+                    .ok_or_else(|| config("PILOT_MASTER_KEYS needs PILOT_ACTIVE_KEY_ID"))?;
+                Ok((Self::from_keys(&keys, active)?, KeySource::Configured))
+            }
+            (None, None) if allow_generated => {
+                create_private_dir(&settings.data_dir)?;
+                let (keyring, path) = Self::load_or_generate(&settings.data_dir)?;
+                Ok((keyring, KeySource::KeyFile(path)))
+            }
+            (None, None) => Err(config(
+                "PostgreSQL needs a master key: set PILOT_MASTER_KEY (or PILOT_MASTER_KEY_FILE, \
+                 or PILOT_MASTER_KEYS with PILOT_ACTIVE_KEY_ID)",
+            )),
+        }
+    }
+
     /// A keyring of one key, id `k1`, from `PILOT_MASTER_KEY`'s value (base64 of 32 bytes).
     pub fn from_master_key(base64_key: &str) -> Result<Self, StorageError> {
         let key = decode_key(DEFAULT_KEY_ID, base64_key)?;
@@ -299,4 +401,18 @@ fn is_valid_key_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Creates `dir` (and its parents) if missing; a directory created here is private (0700).
+fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| StorageError::KeyConfig(format!("creating {}: {e}", dir.display())))
 }

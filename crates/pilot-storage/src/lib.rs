@@ -30,7 +30,7 @@ mod tests;
 
 pub use config::{Backend, DbConfig, SqliteSync};
 pub use credentials::{CredentialInfo, NewCredential, RotationReport};
-pub use crypto::{DEFAULT_KEY_ID, KEY_FILE_NAME, Keyring};
+pub use crypto::{DEFAULT_KEY_ID, KEY_FILE_NAME, KeySettings, KeySource, Keyring};
 pub use db::Database;
 pub use error::StorageError;
 pub use firing::{DueSchedule, FireDecision, FiredRun, FiringReport, RUNS_CHANNEL, WakeInfo};

@@ -472,3 +472,120 @@ fn processes_starting_together_agree_on_one_key() {
         );
     }
 }
+
+#[test]
+fn key_settings_allow_exactly_one_source() {
+    use crate::{KeySettings, KeySource};
+    let dir = tempfile::tempdir().unwrap();
+    let key = STANDARD.encode([7u8; 32]);
+    let key_file = dir.path().join("key.txt");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let base = || KeySettings {
+        data_dir: dir.path().join("data"),
+        ..KeySettings::default()
+    };
+    // (settings, allow_generated, expected error fragment or None for success)
+    let cases: Vec<(KeySettings, bool, Option<&str>)> = vec![
+        (
+            KeySettings {
+                master_key: Some(key.clone()),
+                ..base()
+            },
+            false,
+            None,
+        ),
+        (
+            KeySettings {
+                master_key_file: Some(key_file.clone()),
+                ..base()
+            },
+            false,
+            None,
+        ),
+        (
+            KeySettings {
+                master_key: Some(key.clone()),
+                master_key_file: Some(key_file.clone()),
+                ..base()
+            },
+            false,
+            Some("not both"),
+        ),
+        (
+            KeySettings {
+                master_key: Some("  ".into()),
+                ..base()
+            },
+            true,
+            Some("empty"),
+        ),
+        (
+            KeySettings {
+                master_keys: Some(format!("k2:{key}")),
+                ..base()
+            },
+            false,
+            Some("PILOT_ACTIVE_KEY_ID"),
+        ),
+        (
+            KeySettings {
+                master_keys: Some(format!("k2:{key}")),
+                active_key_id: Some("k2".into()),
+                ..base()
+            },
+            false,
+            None,
+        ),
+        (
+            KeySettings {
+                master_key: Some(key.clone()),
+                master_keys: Some(format!("k2:{key}")),
+                ..base()
+            },
+            false,
+            Some("not both"),
+        ),
+        (base(), false, Some("PostgreSQL needs a master key")),
+        (
+            KeySettings {
+                master_key_file: Some(dir.path().join("missing")),
+                ..base()
+            },
+            false,
+            Some("reading"),
+        ),
+    ];
+    for (settings, allow_generated, expect) in cases {
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains(&key), "Debug shows the key: {shown}");
+        match (Keyring::from_settings(&settings, allow_generated), expect) {
+            (Ok((_, source)), None) => assert_eq!(source, KeySource::Configured, "{shown}"),
+            (Err(e), Some(fragment)) => {
+                let message = e.to_string();
+                assert!(message.contains(fragment), "{shown}: {message}");
+                assert!(
+                    !message.contains(&key),
+                    "the error shows the key: {message}"
+                );
+            }
+            (outcome, _) => panic!("{shown}: unexpected {:?}", outcome.map(|(_, s)| s)),
+        }
+    }
+    // No keys on the embedded default: a key file is generated once, in a private directory.
+    let (first, source) = Keyring::from_settings(&base(), true).unwrap();
+    let KeySource::KeyFile(path) = source else {
+        panic!("expected a key file")
+    };
+    assert!(path.starts_with(dir.path().join("data")));
+    let (second, _) = Keyring::from_settings(&base(), true).unwrap();
+    assert_eq!(key_of(&first), key_of(&second));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("data"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}
