@@ -47,9 +47,20 @@ pub fn check_url(url: &Url, allow: &[IpNet]) -> Result<(), OutboundError> {
 
 /// Checks one address: refused when it, or the IPv4 address it embeds, is in a blocked range
 /// that no `allow` range opens.
+///
+/// The allowlist is matched against the address the client really connects to. An IPv4-mapped
+/// address (`::ffff:a.b.c.d`) is a dual-stack socket's spelling of its IPv4 address, so an
+/// allowed IPv4 opens it too; a NAT64 or 6to4 address is a different host reached over IPv6,
+/// so an allowed IPv4 embedded in it opens nothing: only an IPv6 range naming it does.
 pub fn check_ip(ip: IpAddr, allow: &[IpNet]) -> Result<(), OutboundError> {
     let allowed = |addr: IpAddr| allow.iter().any(|net| net.contains(&addr));
     if allowed(ip) {
+        return Ok(());
+    }
+    if let IpAddr::V6(v6) = ip
+        && let Some(v4) = v6.to_ipv4_mapped()
+        && allowed(IpAddr::V4(v4))
+    {
         return Ok(());
     }
     let (own, embedded) = views(ip);
@@ -57,7 +68,6 @@ pub fn check_ip(ip: IpAddr, allow: &[IpNet]) -> Result<(), OutboundError> {
         return Err(OutboundError::Blocked(format!("{ip} is {reason}")));
     }
     if let Some(inner) = embedded
-        && !allowed(IpAddr::V4(inner))
         && let Some(reason) = blocked_reason(IpAddr::V4(inner))
     {
         return Err(OutboundError::Blocked(format!(
@@ -364,6 +374,13 @@ mod tests {
             ("::1", "127.0.0.1/32", Some("loopback")),
             ("::ffff:127.0.0.2", "127.0.0.1/32", Some("127.0.0.2")),
             ("64:ff9b::7f00:2", "127.0.0.1/32", Some("127.0.0.2")),
+            // NAT64 and 6to4 forms are other hosts, reached over IPv6: an allowed IPv4 embedded
+            // in them opens nothing, an IPv6 range naming them does.
+            ("64:ff9b::7f00:1", "127.0.0.1/32", Some("embeds 127.0.0.1")),
+            ("2002:7f00:1::", "127.0.0.1/32", Some("embeds 127.0.0.1")),
+            ("2002:7f00:1::", "127.0.0.0/8", Some("embeds 127.0.0.1")),
+            ("64:ff9b::7f00:1", "64:ff9b::/96", None),
+            ("2002:7f00:1::", "2002::/16", None),
             ("169.254.169.254", "127.0.0.1/32", Some("metadata")),
             ("10.1.2.3", "10.1.0.0/16", None),
             ("10.2.0.1", "10.1.0.0/16", Some("private")),
