@@ -220,7 +220,7 @@ fn status_error(
     let status = response.status;
     let message =
         protocol::server_message(&response.body).map_or_else(String::new, |m| clean(redactor, &m));
-    match classify_status(response) {
+    match classify_status(response, redactor) {
         Some(class) if class.is_retryable() => AiError::Unavailable {
             provider,
             status,

@@ -166,7 +166,7 @@ pub(crate) async fn send(
 ) -> Result<ProviderOutput, ProviderError> {
     let method = request.method.clone();
     let response = ctx.http.send(request).await?;
-    if let Some(error) = classify_status(&response) {
+    if let Some(error) = classify_status(&response, &ctx.redactor()) {
         return Err(error);
     }
     Ok(output(&method, response))

@@ -648,7 +648,7 @@ async fn notify(
     request.body = Some(text.to_owned().into());
     request.timeout = ctx.timeout;
     let response = ctx.http.send(request).await?;
-    if let Some(error) = classify_status(&response) {
+    if let Some(error) = classify_status(&response, &ctx.redactor()) {
         return Err(error);
     }
     Ok(ProviderOutput {

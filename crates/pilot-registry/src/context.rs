@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pilot_core::redact::Redactor;
 use pilot_core::{Credential, CredentialStore, Integration, RunId, UserId};
 
 use crate::{OutboundClient, ProviderError};
@@ -57,6 +58,12 @@ impl ProviderContext {
             http,
             store: None,
         }
+    }
+
+    /// A redactor for this call's credentials: what a provider applies to any text from the
+    /// remote side before it cuts it (`classify_status` takes it).
+    pub fn redactor(&self) -> Redactor {
+        Redactor::for_credentials(&self.credentials)
     }
 
     /// The caller's custom integration called `name`.

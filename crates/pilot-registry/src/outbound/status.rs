@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use pilot_core::redact::Redactor;
+
 use super::OutboundResponse;
 use crate::ProviderError;
 
@@ -16,13 +18,14 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Maps a non-2xx response to the error the engine's retries follow: 408, 429 and 5xx are
 /// retryable (honouring `Retry-After`, seconds or an HTTP date), other statuses permanent.
-/// `None` for 2xx.
-pub fn classify_status(response: &OutboundResponse) -> Option<ProviderError> {
+/// `None` for 2xx. The body excerpt in the message is redacted with `redactor` before it is cut,
+/// so a secret the server echoes can never survive in part.
+pub fn classify_status(response: &OutboundResponse, redactor: &Redactor) -> Option<ProviderError> {
     let status = response.status;
     if (200..300).contains(&status) {
         return None;
     }
-    let message = status_message(response);
+    let message = status_message(response, redactor);
     if status == 408 || status == 429 || (500..600).contains(&status) {
         let retry_after = response
             .header("retry-after")
@@ -37,7 +40,7 @@ pub fn classify_status(response: &OutboundResponse) -> Option<ProviderError> {
 }
 
 /// `HTTP 503 Service Unavailable: <excerpt>`.
-fn status_message(response: &OutboundResponse) -> String {
+fn status_message(response: &OutboundResponse, redactor: &Redactor) -> String {
     let reason = reqwest::StatusCode::from_u16(response.status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -45,7 +48,7 @@ fn status_message(response: &OutboundResponse) -> String {
     let mut message = format!("HTTP {} {reason}", response.status)
         .trim_end()
         .to_owned();
-    let excerpt = excerpt(&response.body);
+    let excerpt = excerpt(&response.body, redactor);
     if !excerpt.is_empty() {
         message.push_str(": ");
         message.push_str(&excerpt);
@@ -53,16 +56,21 @@ fn status_message(response: &OutboundResponse) -> String {
     message
 }
 
-/// The body's first characters, whitespace collapsed, control characters dropped.
-fn excerpt(body: &[u8]) -> String {
-    let head = &body[..body.len().min(EXCERPT_CHARS * 4)];
+/// The body's first characters, redacted, then whitespace collapsed and control characters
+/// dropped. The redactor sees a secret that straddles the cut whole (the head read is longer
+/// than the excerpt by the longest needle), and a cut that still ends inside one loses the
+/// partial match.
+fn excerpt(body: &[u8], redactor: &Redactor) -> String {
+    let head = &body[..body.len().min(EXCERPT_CHARS * 4 + redactor.max_needle_len())];
     let text = String::from_utf8_lossy(head);
+    let text = redactor.redact_str(&text);
     let mut words = text
         .split_whitespace()
         .flat_map(|w| std::iter::once(' ').chain(w.chars().filter(|c| !c.is_control())));
     words.next();
     let mut out: String = words.by_ref().take(EXCERPT_CHARS).collect();
     if words.next().is_some() || head.len() < body.len() {
+        redactor.strip_partial_tail(&mut out);
         out.push('…');
     }
     out
@@ -105,7 +113,7 @@ mod tests {
         body: &str,
         expect: Option<(bool, Option<u64>, &str)>,
     ) {
-        let got = classify_status(&response(status, headers, body));
+        let got = classify_status(&response(status, headers, body), &Redactor::default());
         match (expect, got) {
             (None, None) => {}
             (Some((retryable, after, message)), Some(err)) => {
@@ -183,7 +191,7 @@ mod tests {
     #[test]
     fn long_bodies_are_cut() {
         let body = "x".repeat(10_000);
-        let err = classify_status(&response(502, &[], &body)).unwrap();
+        let err = classify_status(&response(502, &[], &body), &Redactor::default()).unwrap();
         let message = err.to_string();
         assert!(
             message.starts_with("HTTP 502 Bad Gateway: xxx"),
@@ -191,8 +199,30 @@ mod tests {
         );
         assert!(message.ends_with('…'));
         assert!(message.chars().count() < 250, "{}", message.len());
-        let binary = classify_status(&response(500, &[], "\u{0}\u{1}ab\u{7}c")).unwrap();
+        let binary = classify_status(&response(500, &[], "\u{0}\u{1}ab\u{7}c"), &Redactor::default()).unwrap();
         assert_eq!(binary.to_string(), "HTTP 500 Internal Server Error: abc");
+    }
+
+    /// A secret the server echoes is redacted before the excerpt is cut, wherever it sits
+    /// relative to the cut: no prefix of it survives.
+    #[test]
+    fn excerpts_are_redacted_before_the_cut() {
+        let secret = "sk-live-0123456789abcdefghijklmn";
+        let redactor = Redactor::for_secrets(&[secret]);
+        for lead in [0, 150, 169, 180, 190, 199, 200, 240] {
+            let body = format!("{}{secret} trailing words", "a".repeat(lead));
+            let err = classify_status(&response(500, &[], &body), &redactor).unwrap();
+            let message = err.to_string();
+            for k in 4..=secret.len() {
+                assert!(
+                    !message.contains(&secret[..k]),
+                    "lead {lead}: {k} characters of the secret in {message}"
+                );
+            }
+            if lead + secret.len() < 200 {
+                assert!(message.contains("[redacted]"), "lead {lead}: {message}");
+            }
+        }
     }
 
     #[test]

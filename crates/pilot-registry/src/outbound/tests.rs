@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use pilot_core::redact::Redactor;
+
 use super::testing::{FakeServer, Reply};
 use super::*;
 
@@ -62,7 +64,7 @@ async fn success_reads_status_headers_and_body_over_one_pooled_connection() {
     assert_eq!(response.header("x-extra"), Some("1"));
     assert_eq!(&response.body[..], b"{\"ok\":true}");
     assert_eq!(response.url, server.url("/hook?a=1"));
-    assert!(classify_status(&response).is_none());
+    assert!(classify_status(&response, &Redactor::default()).is_none());
 
     client.send(req).await.unwrap();
     let seen = server.requests();
@@ -380,7 +382,7 @@ async fn statuses_are_returned_and_classified() {
             .send(request(Method::GET, url.as_str()))
             .await
             .unwrap();
-        results.push((response.status, classify_status(&response)));
+        results.push((response.status, classify_status(&response, &Redactor::default())));
     }
     assert_eq!(results[0].0, 404);
     assert_eq!(
