@@ -1,11 +1,14 @@
 //! `custom_api`: an authenticated call to an API the user described, either by naming one of
 //! their custom integrations (its base URL plus `path`, its default headers) or by a full `url`.
 //!
-//! Credential binding (SPEC section 2): each `custom_api` credential is bound to one origin
-//! (scheme, host, port): the base URL of the integration it belongs to, or else the origin
-//! stored with it; a credential with neither is never sent. A request gets the credential bound
-//! to its own origin (the named integration's own credential first) and any other origin gets
-//! none. The outbound client drops it again if a redirect leaves that origin.
+//! Credential binding: each `custom_api` credential is bound, for its whole life, to the origin
+//! (scheme, host, port) stored with it: the one it was given, or its integration's base URL
+//! origin when it was stored. A credential without a stored origin is never sent. A request gets
+//! the credential bound to its own origin (the named integration's own credential first) and any
+//! other origin gets none; the outbound client drops it again if a redirect leaves that origin.
+//! An integration that was moved (or deleted and re-created) elsewhere since its credential was
+//! stored no longer carries it: the step fails and says to store the credential again, so a
+//! secret never follows an integration to a new host.
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -253,6 +256,8 @@ fn append_query(url: &mut Url, params: &Map<String, Value>) -> Result<(), Provid
 }
 
 /// The credential header for a request to `origin`, with the origin it is bound to, or `None`.
+/// A permanent error when the named integration's own credential was stored for another origin
+/// than the one the integration points at now.
 async fn credential_for(
     origin: &Origin,
     integration: Option<&Integration>,
@@ -272,34 +277,55 @@ async fn credential_for(
         let header = header_for(credential, owner.as_ref())?;
         return Ok(Some((header, bound.ascii_serialization())));
     }
+    if let Some(integration) = integration
+        && let Some(stored) = ctx
+            .credentials
+            .iter()
+            .filter(|c| c.integration.as_deref() == Some(integration.name.as_str()))
+            .find_map(|c| stored_origin(c).filter(|o| o != origin))
+    {
+        return Err(ProviderError::permanent(format!(
+            "the credential of integration '{}' was stored for {} and the integration now \
+             points at {}; a credential never follows its integration to another origin: \
+             store it again (PUT /api/provider-credentials/custom_api) to use it there",
+            shorten(&integration.name),
+            stored.ascii_serialization(),
+            origin.ascii_serialization(),
+        )));
+    }
     Ok(None)
 }
 
-/// The origin `credential` is bound to and the integration it belongs to, `None` when unbound
-/// (or its integration is gone).
+/// The origin stored with `credential`, `None` when it has none (it is then never sent).
+fn stored_origin(credential: &Credential) -> Option<Origin> {
+    let url = Url::parse(credential.origin.as_deref()?).ok()?;
+    Some(url.origin())
+}
+
+/// The origin `credential` is bound to and the integration it belongs to, `None` when unbound,
+/// when its integration is gone, or when the integration now points at another origin than the
+/// one the credential was stored for.
 async fn binding(
     credential: &Credential,
     requested: Option<&Integration>,
     ctx: &ProviderContext,
 ) -> Result<Option<(Origin, Option<Integration>)>, ProviderError> {
-    if let Some(name) = &credential.integration {
-        let owner = match requested {
-            Some(i) if &i.name == name => Some(i.clone()),
-            _ => ctx.integration(name).await?,
-        };
-        let Some(owner) = owner else { return Ok(None) };
-        let Ok(base) = Url::parse(&owner.base_url) else {
-            return Ok(None);
-        };
-        return Ok(Some((base.origin(), Some(owner))));
+    let Some(bound) = stored_origin(credential) else {
+        return Ok(None);
+    };
+    let Some(name) = &credential.integration else {
+        return Ok(Some((bound, None)));
+    };
+    let owner = match requested {
+        Some(i) if &i.name == name => Some(i.clone()),
+        _ => ctx.integration(name).await?,
+    };
+    let Some(owner) = owner else { return Ok(None) };
+    let moved = Url::parse(&owner.base_url).map_or(true, |base| base.origin() != bound);
+    if moved {
+        return Ok(None);
     }
-    let Some(origin) = &credential.origin else {
-        return Ok(None);
-    };
-    let Ok(url) = Url::parse(origin) else {
-        return Ok(None);
-    };
-    Ok(Some((url.origin(), None)))
+    Ok(Some((bound, Some(owner))))
 }
 
 fn header_for(

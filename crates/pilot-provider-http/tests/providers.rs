@@ -493,7 +493,12 @@ async fn custom_api_calls_an_integration_with_its_credential_headers_and_query()
         server.url("/api/v2/").as_str(),
         &[("Accept", "application/json"), ("X-Tenant", "t1")],
     );
-    h.credential(CredentialKind::ApiKey, "crm-key-123", Some("crm"), None);
+    h.credential(
+        CredentialKind::ApiKey,
+        "crm-key-123",
+        Some("crm"),
+        Some(&server.origin()),
+    );
     let out = h
         .run(
             "custom_api",
@@ -534,7 +539,12 @@ async fn custom_api_credentials_are_bound_to_their_origin() {
         .unwrap();
     let mut h = harness();
     h.integration("home", home.url("/base").as_str(), &[]);
-    h.credential(CredentialKind::Bearer, "home-token-1", Some("home"), None);
+    h.credential(
+        CredentialKind::Bearer,
+        "home-token-1",
+        Some("home"),
+        Some(&home.origin()),
+    );
     h.credential(
         CredentialKind::Basic,
         "ann:pw-elsewhere",
@@ -600,6 +610,49 @@ async fn custom_api_credentials_are_bound_to_their_origin() {
     }
 }
 
+/// A credential stays bound to the origin it was stored for: an integration moved to another
+/// host (or deleted and re-created there under the same name) does not take it along, and the
+/// step says to store the credential again.
+#[tokio::test]
+async fn a_moved_integration_does_not_carry_its_credential() {
+    let stored_for = FakeServer::start(vec![]).await.unwrap();
+    let moved_to = FakeServer::start(vec![Reply::text(200, "attacker"); 2])
+        .await
+        .unwrap();
+    let mut h = harness();
+    h.integration("rb", moved_to.url("/").as_str(), &[]);
+    h.credential(
+        CredentialKind::Header,
+        "rb-secret-header-value-0123456789",
+        Some("rb"),
+        Some(&stored_for.origin()),
+    );
+    let err = h
+        .run("custom_api", "request", json!({"integration": "rb", "path": "/x"}))
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable());
+    let message = err.to_string();
+    assert!(message.contains(&stored_for.origin()), "{message}");
+    assert!(message.contains(&moved_to.origin()), "{message}");
+    assert!(message.contains("store it again"), "{message}");
+    // Neither by integration nor by its new URL does the secret reach the new host.
+    h.run(
+        "custom_api",
+        "request",
+        json!({"url": moved_to.url("/y").as_str()}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved_to.requests().len(), 1);
+    for request in moved_to.requests() {
+        for (_, value) in &request.headers {
+            assert!(!value.contains("rb-secret"), "secret sent to the new origin");
+        }
+    }
+    assert!(stored_for.requests().is_empty());
+}
+
 #[tokio::test]
 async fn a_cross_origin_redirect_drops_the_api_key() {
     let b = FakeServer::start(vec![Reply::json(200, &json!({"landed": true}))])
@@ -610,7 +663,12 @@ async fn a_cross_origin_redirect_drops_the_api_key() {
         .unwrap();
     let mut h = harness();
     h.integration("svc", a.url("/").as_str(), &[]);
-    h.credential(CredentialKind::ApiKey, "svc-key-42", Some("svc"), None);
+    h.credential(
+        CredentialKind::ApiKey,
+        "svc-key-42",
+        Some("svc"),
+        Some(&a.origin()),
+    );
     let out = h
         .run(
             "custom_api",
