@@ -10,6 +10,7 @@ mod run;
 mod secret;
 mod store;
 pub mod template;
+mod units;
 mod validate;
 
 pub use error::{StoreError, ValidationError};
@@ -18,9 +19,10 @@ pub use memory::{MemoryRun, MemoryStore};
 pub use plan::{DEFAULT_STEP_TIMEOUT_MS, Plan, RetryPolicy, Step, Trigger, is_valid_step_id};
 pub use provider::ProviderResult;
 pub use run::{
-    LogRecord, RunFinish, RunSnapshot, RunStatus, RunWrite, StepState, StepStatus, TriggerKind,
-    WriteAck,
+    CancelSignal, LogRecord, RunFinish, RunSnapshot, RunStatus, RunWrite, StepState, StepStatus,
+    TriggerKind, WriteAck,
 };
 pub use secret::{Credential, CredentialKind, Integration, Secret};
 pub use store::{CredentialStore, RunStore};
+pub use units::human_size;
 pub use validate::{ActionSpec, Catalogue, ParamSpec, validate_plan, validate_step};

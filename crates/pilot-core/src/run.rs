@@ -1,6 +1,9 @@
 //! Runs: their status, per-step state, the execution-log record, and the one write the engine
 //! makes to persistence ([`RunWrite`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -182,6 +185,32 @@ pub struct RunSnapshot {
     pub epoch: i64,
     /// How the run was started.
     pub trigger: TriggerKind,
+    /// Whether its owner asked to cancel it: set from the stored flag when the run is claimed,
+    /// and by whoever learns of a request while it runs (a write's or a heartbeat's answer).
+    pub cancel: CancelSignal,
+}
+
+/// A run's cancellation request as its executor knows it. Clones share one flag, so the lease
+/// keeper can raise it for the engine; the engine ends the run `cancelled` at its next boundary
+/// (a step, an attempt).
+#[derive(Debug, Clone, Default)]
+pub struct CancelSignal(Arc<AtomicBool>);
+
+impl CancelSignal {
+    /// A signal already raised when `requested`.
+    pub fn new(requested: bool) -> Self {
+        Self(Arc::new(AtomicBool::new(requested)))
+    }
+
+    /// Raises the signal (it never goes down again).
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// One execution-log row: one step attempt (or one skipped step). Append-only.

@@ -240,6 +240,7 @@ pub fn references(params: &Value) -> Result<Vec<(String, Reference)>, (String, T
 pub fn resolve(params: &Value, scope: &Scope<'_>) -> Result<Value, ResolveError> {
     let mut resolver = Resolver {
         scope,
+        limit: MAX_RESOLVED_BYTES,
         budget: MAX_RESOLVED_BYTES,
         path: Vec::new(),
     };
@@ -252,9 +253,21 @@ pub fn resolve_params(
     params: &Map<String, Value>,
     scope: &Scope<'_>,
 ) -> Result<Map<String, Value>, ResolveError> {
+    resolve_params_within(params, scope, MAX_RESOLVED_BYTES)
+}
+
+/// [`resolve_params`] producing at most `budget` bytes (approximately; never more than
+/// [`MAX_RESOLVED_BYTES`]): the engine bounds a step's params by the run's state budget.
+pub fn resolve_params_within(
+    params: &Map<String, Value>,
+    scope: &Scope<'_>,
+    budget: usize,
+) -> Result<Map<String, Value>, ResolveError> {
+    let budget = budget.min(MAX_RESOLVED_BYTES);
     let mut resolver = Resolver {
         scope,
-        budget: MAX_RESOLVED_BYTES,
+        limit: budget,
+        budget,
         path: Vec::new(),
     };
     resolver.map(params)
@@ -615,6 +628,9 @@ impl Cursor<'_> {
 /// resolved (for errors).
 struct Resolver<'s, 'v> {
     scope: &'s Scope<'s>,
+    /// The size allowed in all.
+    limit: usize,
+    /// The size still allowed.
     budget: usize,
     path: Vec<ParamSeg<'v>>,
 }
@@ -635,8 +651,8 @@ impl<'s, 'v> Resolver<'s, 'v> {
                 Ok(())
             }
             None => Err(self.fail(format_args!(
-                "resolved params would exceed {} MiB",
-                MAX_RESOLVED_BYTES / (1024 * 1024)
+                "resolved params would exceed {}",
+                crate::human_size(self.limit)
             ))),
         }
     }

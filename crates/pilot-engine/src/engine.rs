@@ -24,6 +24,11 @@ pub struct EngineConfig {
     pub default_step_timeout: Duration,
     /// The most bytes of an output kept in an execution-log row's preview.
     pub preview_limit: usize,
+    /// The most bytes (compact JSON) one step's output may take; a larger output fails the step.
+    pub max_output_bytes: usize,
+    /// The most bytes all of a run's step outputs may take together, and the most a step's
+    /// resolved params may take; beyond it the step fails.
+    pub max_run_state_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -32,6 +37,8 @@ impl Default for EngineConfig {
             run_timeout: Duration::from_secs(3600),
             default_step_timeout: Duration::from_secs(30),
             preview_limit: 1024,
+            max_output_bytes: 1024 * 1024,
+            max_run_state_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -3,6 +3,7 @@
 mod backoff;
 mod engine;
 mod error;
+mod limits;
 mod preview;
 mod run;
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use pilot_core::template::{self, Scope};
 use pilot_core::{
-    LogRecord, PlanId, RunFinish, RunId, RunSnapshot, RunStatus, RunWrite, Step, StepState,
-    StepStatus, StoreError, UserId,
+    CancelSignal, Credential, LogRecord, PlanId, RunFinish, RunId, RunSnapshot, RunStatus,
+    RunWrite, Step, StepState, StepStatus, StoreError, UserId,
 };
 use pilot_registry::{ProviderContext, ProviderError, ProviderOutput};
 use serde_json::{Map, Value};
@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use pilot_registry::idempotency_key;
 
 use crate::engine::{EngineParts, RunOutcome};
+use crate::limits;
 use crate::{EngineError, backoff, preview};
 use pilot_core::redact::Redactor;
 
@@ -61,6 +62,8 @@ struct StepDone {
     run_timed_out: bool,
     /// The provider's message and metadata, redacted.
     last: LastResult,
+    /// A cancellation request ended the step between two attempts: the run ends cancelled.
+    cancelled: bool,
 }
 
 /// The run-wide facts every step and write needs.
@@ -72,7 +75,36 @@ struct Executor<'a> {
     plan_name: String,
     epoch: i64,
     deadline: Instant,
-    cancel_requested: bool,
+    cancel: CancelSignal,
+    secrets: RunSecrets,
+    /// Bytes of compact JSON the run's step outputs take so far.
+    state_bytes: usize,
+}
+
+/// The caller's credentials this execution has loaded, by provider, and one redactor over all
+/// of them. Every step's output, preview, message and error is redacted with every secret the
+/// run used, so a later step that re-assembles a secret an earlier step's server echoed in
+/// pieces stores nothing of it either. After a takeover, the providers of the finished steps are
+/// loaded again before the next step's outcome is redacted.
+#[derive(Default)]
+struct RunSecrets {
+    loaded: Vec<(String, Vec<Credential>)>,
+    redactor: Redactor,
+}
+
+impl RunSecrets {
+    fn has(&self, provider: &str) -> bool {
+        self.loaded.iter().any(|(p, _)| p == provider)
+    }
+
+    /// The credentials of `provider` (only those go to its calls).
+    fn of(&self, provider: &str) -> Vec<Credential> {
+        self.loaded
+            .iter()
+            .find(|(p, _)| p == provider)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default()
+    }
 }
 
 async fn execute_in_span(
@@ -89,8 +121,14 @@ async fn execute_in_span(
         mut states,
         epoch,
         trigger: _,
+        cancel,
     } = snapshot;
     check_states(&steps, &mut states)?;
+    let state_bytes = states
+        .iter()
+        .filter_map(|state| state.output.as_ref())
+        .map(|output| limits::json_size_within(output, usize::MAX).unwrap_or(0))
+        .sum();
     let mut exec = Executor {
         parts,
         run_id,
@@ -99,7 +137,9 @@ async fn execute_in_span(
         plan_name,
         epoch,
         deadline: deadline_after(parts.config.run_timeout),
-        cancel_requested: false,
+        cancel,
+        secrets: RunSecrets::default(),
+        state_bytes,
     };
     let last_pending = states.iter().rposition(|s| !s.status.is_finished());
     let mut halt: Option<Halt> = None;
@@ -123,7 +163,7 @@ async fn execute_in_span(
             continue;
         }
         let is_last = Some(index) == last_pending;
-        if halt.is_none() && exec.cancel_requested {
+        if halt.is_none() && exec.cancel.is_requested() {
             info!("cancellation requested: skipping the remaining steps");
             halt = Some(Halt::Cancelled);
         }
@@ -151,7 +191,9 @@ async fn execute_in_span(
             .run_step(index, before, step, &input, &states[..index])
             .instrument(span)
             .await?;
-        if done.state.status == StepStatus::Failed
+        if done.cancelled {
+            halt = Some(Halt::Cancelled);
+        } else if done.state.status == StepStatus::Failed
             && (done.run_timed_out || !step.continue_on_error)
         {
             halt = Some(Halt::Failed(step_error(
@@ -292,10 +334,11 @@ impl Executor<'_> {
                         log,
                         run_timed_out: false,
                         last: (None, Value::Null),
+                        cancelled: false,
                     });
                 }
                 Err(e) => {
-                    let error = format!("when: {e}");
+                    let error = self.secrets.redactor.redact_string(format!("when: {e}"));
                     return Ok(self.failed(&current, 0, error, Some("the when condition failed")));
                 }
             }
@@ -313,10 +356,14 @@ impl Executor<'_> {
                 plan_id: self.plan_id.as_ref().map(PlanId::as_str),
                 steps: &outputs,
             };
-            match template::resolve_params(&params, &scope) {
+            match template::resolve_params_within(
+                &params,
+                &scope,
+                self.parts.config.max_run_state_bytes,
+            ) {
                 Ok(resolved) => Value::Object(resolved),
                 Err(e) => {
-                    let error = e.to_string();
+                    let error = self.secrets.redactor.redact_string(e.to_string());
                     return Ok(self.failed(
                         &current,
                         0,
@@ -329,11 +376,6 @@ impl Executor<'_> {
             Value::Object(params)
         };
 
-        let needs_credentials = self
-            .parts
-            .registry
-            .describe(&step.provider)
-            .is_some_and(|d| !d.credential_types.is_empty());
         let attempt_timeout = step.timeout_ms.map_or(
             self.parts.config.default_step_timeout,
             Duration::from_millis,
@@ -352,8 +394,11 @@ impl Executor<'_> {
         let attempts = backoff::attempts(&policy);
         let budget = backoff::step_budget(&policy, attempt_timeout);
         let seed = backoff::seed(self.run_id.as_str(), index);
-        let mut redactor = Redactor::default();
-        let mut credentials_loaded = !needs_credentials;
+        let mut credentials_loaded = self.unloaded(before, step).next().is_none();
+        if credentials_loaded {
+            ctx.credentials = self.secrets.of(&step.provider);
+        }
+        let mut redactor = self.secrets.redactor.clone();
 
         let mut attempt = 1;
         loop {
@@ -364,15 +409,10 @@ impl Executor<'_> {
             let outcome = if run_left.is_zero() {
                 Attempt::RunTimedOut
             } else if !credentials_loaded {
-                match self
-                    .parts
-                    .credentials
-                    .credentials(&self.user_id, &step.provider)
-                    .await
-                {
-                    Ok(credentials) => {
-                        redactor = Redactor::for_credentials(&credentials);
-                        ctx.credentials = credentials;
+                match self.load_credentials(before, step).await {
+                    Ok(()) => {
+                        redactor = self.secrets.redactor.clone();
+                        ctx.credentials = self.secrets.of(&step.provider);
                         credentials_loaded = true;
                         self.call(step, &params, &ctx, attempt_timeout).await
                     }
@@ -428,8 +468,25 @@ impl Executor<'_> {
                             ..self.log(index, step, attempt, "retrying")
                         };
                         self.write(vec![log], None, None).await?;
-                        tokio::time::sleep(delay).await;
+                        if !self.cancel.is_requested() {
+                            tokio::time::sleep(delay).await;
+                        }
                         attempt += 1;
+                        if self.cancel.is_requested() {
+                            info!(attempt, "cancellation requested: no further attempt");
+                            let (state, log) = self.skipped(
+                                index,
+                                step,
+                                &format!("skipped: the run was cancelled before attempt {attempt}"),
+                            );
+                            return Ok(StepDone {
+                                state,
+                                log,
+                                run_timed_out: false,
+                                last: (None, Value::Null),
+                                cancelled: true,
+                            });
+                        }
                         continue;
                     }
                     Err(why) => (
@@ -442,6 +499,53 @@ impl Executor<'_> {
             done.log.latency_ms = millis(latency);
             return Ok(done);
         }
+    }
+
+    /// The credential-declaring providers of `step` and the steps before it whose credentials
+    /// this execution has not loaded yet.
+    fn unloaded<'s>(
+        &'s self,
+        before: &'s [Step],
+        step: &'s Step,
+    ) -> impl Iterator<Item = &'s str> + 's {
+        before
+            .iter()
+            .chain(std::iter::once(step))
+            .map(|s| s.provider.as_str())
+            .filter(|provider| {
+                !self.secrets.has(provider)
+                    && self
+                        .parts
+                        .registry
+                        .describe(provider)
+                        .is_some_and(|d| !d.credential_types.is_empty())
+            })
+    }
+
+    /// Loads the caller's credentials of every provider [`Self::unloaded`] names and rebuilds
+    /// the run's redactor over all of them.
+    async fn load_credentials(&mut self, before: &[Step], step: &Step) -> Result<(), StoreError> {
+        let mut providers: Vec<String> = self.unloaded(before, step).map(str::to_owned).collect();
+        providers.dedup();
+        for provider in providers {
+            if self.secrets.has(&provider) {
+                continue;
+            }
+            let credentials = self
+                .parts
+                .credentials
+                .credentials(&self.user_id, &provider)
+                .await?;
+            self.secrets.loaded.push((provider, credentials));
+        }
+        let all: Vec<Credential> = self
+            .secrets
+            .loaded
+            .iter()
+            .flat_map(|(_, c)| c.iter().cloned())
+            .collect();
+        self.secrets.redactor = Redactor::for_credentials(&all);
+        Ok(())
     }
 
     /// One provider call under the attempt's timeout.
@@ -527,9 +631,10 @@ impl Executor<'_> {
         Ok(!matches!(value, Value::Null | Value::Bool(false)))
     }
 
-    /// The final state and log row of a step that succeeded, its output redacted.
+    /// The final state and log row of a step that succeeded, its output redacted; a failure
+    /// instead when the output is larger than a step's or the run's size limit allows.
     fn succeeded(
-        &self,
+        &mut self,
         current: &Current<'_>,
         attempt: u32,
         latency: Duration,
@@ -548,6 +653,29 @@ impl Executor<'_> {
             mut metadata,
         } = output;
         redactor.redact_value(&mut output);
+        let config = &self.parts.config;
+        let room = config.max_run_state_bytes.saturating_sub(self.state_bytes);
+        let limit = config.max_output_bytes.min(room);
+        let Some(bytes) = limits::json_size_within(&output, limit) else {
+            let error = if limit < config.max_output_bytes {
+                format!(
+                    "the output would take the run's stored state past its limit of {} \
+                     (PILOT_MAX_RUN_STATE_BYTES); keep less in each step, e.g. select fields with a \
+                     logic step",
+                    pilot_core::human_size(config.max_run_state_bytes)
+                )
+            } else {
+                format!(
+                    "the output is larger than the limit of {} per step (PILOT_MAX_OUTPUT_BYTES); \
+                     select the fields you need with a logic step or ask the service for less",
+                    pilot_core::human_size(config.max_output_bytes)
+                )
+            };
+            let mut done = self.failed(current, attempt, error, Some("the output is too large"));
+            done.log.latency_ms = millis(latency);
+            return done;
+        };
+        self.state_bytes = self.state_bytes.saturating_add(bytes);
         redactor.redact_value(&mut metadata);
         let message = message.map(|m| redactor.redact_string(m));
         let output_preview = preview::preview(&output, self.parts.config.preview_limit, redactor);
@@ -574,6 +702,7 @@ impl Executor<'_> {
             log,
             run_timed_out: false,
             last: (message, metadata),
+            cancelled: false,
         }
     }
 
@@ -614,6 +743,7 @@ impl Executor<'_> {
             log,
             run_timed_out: false,
             last: (None, Value::Null),
+            cancelled: false,
         }
     }
 
@@ -677,7 +807,9 @@ impl Executor<'_> {
         };
         match self.parts.runs.write(write).await {
             Ok(ack) => {
-                self.cancel_requested |= ack.cancel_requested;
+                if ack.cancel_requested {
+                    self.cancel.request();
+                }
                 Ok(())
             }
             Err(e) => {

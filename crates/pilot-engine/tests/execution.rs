@@ -828,3 +828,229 @@ async fn only_an_unavailable_credential_store_is_retried() {
     )
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_request_seen_between_attempts_ends_the_run_cancelled() {
+    let h = Harness::new();
+    h.script.push([
+        Answer::Err(ProviderError::retryable("down")),
+        Answer::Err(ProviderError::retryable("down")),
+    ]);
+    let mut flaky = scripted("flaky", json!({}));
+    flaky.retry = Some(exact_retry(5));
+    let snap = h.start(vec![flaky, scripted("after", json!({}))], json!({}));
+    let run_id = snap.run_id.clone();
+    // The request is seen in the answer to the retried attempt's log write.
+    h.store.request_cancel(&run_id);
+    let outcome = h.engine.execute_plan(snap).await.unwrap();
+
+    assert_eq!(h.script.call_steps(), vec!["flaky"], "no second attempt");
+    assert_eq!(outcome.status, RunStatus::Cancelled);
+    assert_eq!(
+        statuses(&outcome.states),
+        vec![StepStatus::Skipped, StepStatus::Skipped]
+    );
+    assert_eq!(h.store.run(&run_id).unwrap().status, RunStatus::Cancelled);
+    let summary = h.log_summary();
+    assert_eq!(summary[0], ("flaky".into(), 1, "retrying".into()));
+    assert_eq!(summary[1].2, "skipped");
+    assert_eq!(
+        h.logs()[1].message.as_deref(),
+        Some("skipped: the run was cancelled before attempt 2")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_raised_during_a_backoff_stops_the_next_attempt() {
+    let h = Harness::new();
+    h.script.push([
+        Answer::Err(ProviderError::retryable("down")),
+        Answer::Ok(json!(1)),
+    ]);
+    let mut flaky = scripted("flaky", json!({}));
+    flaky.retry = Some(exact_retry(3));
+    let snap = h.start(vec![flaky], json!({}));
+    // What a heartbeat's answer does when the owner asks to cancel during the 500 ms backoff.
+    let cancel = snap.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.request();
+    });
+    let outcome = h.engine.execute_plan(snap).await.unwrap();
+    assert_eq!(h.script.calls().len(), 1);
+    assert_eq!(outcome.status, RunStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_run_claimed_with_a_cancel_request_runs_nothing() {
+    let h = Harness::new();
+    let snap = h.start(
+        vec![scripted("a", json!({})), scripted("b", json!({}))],
+        json!({}),
+    );
+    // A takeover or re-claim of a run whose owner asked to cancel it.
+    let snap = pilot_core::RunSnapshot {
+        cancel: pilot_core::CancelSignal::new(true),
+        ..snap
+    };
+    let outcome = h.engine.execute_plan(snap).await.unwrap();
+    assert!(h.script.calls().is_empty());
+    assert_eq!(outcome.status, RunStatus::Cancelled);
+    assert_eq!(
+        statuses(&outcome.states),
+        vec![StepStatus::Skipped, StepStatus::Skipped]
+    );
+}
+
+/// A small engine configuration for the size limits.
+fn limited(max_output_bytes: usize, max_run_state_bytes: usize) -> Harness {
+    Harness::with(
+        EngineConfig {
+            max_output_bytes,
+            max_run_state_bytes,
+            ..EngineConfig::default()
+        },
+        |_, _| {},
+    )
+}
+
+#[tokio::test]
+async fn an_output_over_the_step_limit_fails_the_step_and_is_not_stored() {
+    let h = limited(1000, 16_000);
+    h.script.push([
+        Answer::Ok(json!("x".repeat(998))),
+        Answer::Ok(json!("x".repeat(999))),
+    ]);
+    let snap = h.start(
+        vec![scripted("fits", json!({})), scripted("big", json!({}))],
+        json!({}),
+    );
+    let run_id = snap.run_id.clone();
+    let outcome = h.engine.execute_plan(snap).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(
+        outcome.states[0].status,
+        StepStatus::Succeeded,
+        "1000 bytes fit"
+    );
+    assert_eq!(outcome.states[1].status, StepStatus::Failed);
+    assert_eq!(outcome.states[1].output, None);
+    let error = outcome.states[1].error.clone().unwrap();
+    assert!(
+        error.contains("larger than the limit of 1000 bytes per step"),
+        "{error}"
+    );
+    let stored = h.store.run(&run_id).unwrap();
+    assert_eq!(stored.states[1].output, None);
+    assert_eq!(h.logs()[1].output_preview, None);
+}
+
+#[tokio::test]
+async fn the_run_state_limit_bounds_all_outputs_together_and_resolved_params() {
+    let h = limited(1000, 2500);
+    let big = json!("y".repeat(898)); // 900 bytes as JSON
+    h.script.push([
+        Answer::Ok(big.clone()),
+        Answer::Ok(big.clone()),
+        Answer::Ok(big.clone()),
+    ]);
+    let mut third = scripted("c", json!({}));
+    third.continue_on_error = true;
+    let copies: Vec<String> = (0..4).map(|_| "${steps.a.output}".to_owned()).collect();
+    let amplify = scripted("amplify", json!({"copies": copies}));
+    let snap = h.start(
+        vec![
+            scripted("a", json!({})),
+            scripted("b", json!({})),
+            third,
+            amplify,
+        ],
+        json!({}),
+    );
+    let outcome = h.engine.execute_plan(snap).await.unwrap();
+    assert_eq!(statuses(&outcome.states)[..2], [StepStatus::Succeeded; 2]);
+    let third = outcome.states[2].error.clone().unwrap();
+    assert!(
+        third.contains("run's stored state past its limit of 2500 bytes"),
+        "{third}"
+    );
+    let amplified = outcome.states[3].error.clone().unwrap();
+    assert!(
+        amplified.contains("resolved params would exceed 2500 bytes"),
+        "{amplified}"
+    );
+    assert_eq!(h.script.calls().len(), 3, "the amplifying step never ran");
+}
+
+/// A provider whose call panics.
+struct Panicky;
+
+#[async_trait::async_trait]
+impl pilot_registry::Provider for Panicky {
+    fn describe(&self) -> pilot_registry::ProviderDescription {
+        pilot_registry::ProviderDescription {
+            name: "boom".into(),
+            description: "Panics.".into(),
+            actions: vec![pilot_core::ActionSpec {
+                name: "call".into(),
+                description: "Panics.".into(),
+                params: Vec::new(),
+                one_of: Vec::new(),
+            }],
+            credential_types: Vec::new(),
+        }
+    }
+
+    async fn execute(
+        &self,
+        _action: &str,
+        _params: &Value,
+        _ctx: &pilot_registry::ProviderContext,
+    ) -> Result<ProviderOutput, ProviderError> {
+        panic!("index out of bounds in a provider");
+    }
+}
+
+#[tokio::test]
+async fn a_provider_panic_fails_its_attempt_and_the_run_goes_on() {
+    let h = Harness::with(EngineConfig::default(), |registry, _| {
+        registry.register(Panicky).unwrap();
+    });
+    let mut boom = support::step("boom", "boom", "call", json!({}));
+    boom.continue_on_error = true;
+    boom.retry = Some(exact_retry(3));
+    let snap = h.start(vec![boom, scripted("after", json!({}))], json!({}));
+    let outcome = h.engine.execute_plan(snap).await.unwrap();
+
+    assert_eq!(
+        outcome.status,
+        RunStatus::Succeeded,
+        "continue_on_error applies"
+    );
+    assert_eq!(
+        statuses(&outcome.states),
+        vec![StepStatus::Failed, StepStatus::Succeeded]
+    );
+    let error = outcome.states[0].error.clone().unwrap();
+    assert!(
+        error.starts_with(
+            "internal error: provider 'boom' panicked (index out of bounds in a provider)"
+        ),
+        "{error}"
+    );
+    assert_eq!(outcome.states[0].attempts, 1, "a panic is not retried");
+    assert_eq!(h.logs()[0].error.as_deref(), Some(error.as_str()));
+    assert_eq!(h.engine.registry().panic_count(), 1);
+
+    // The same engine runs the next run as usual.
+    let next = h.start(vec![scripted("again", json!({}))], json!({}));
+    let next = pilot_core::RunSnapshot {
+        run_id: pilot_core::RunId::from("run-2"),
+        ..next
+    };
+    h.store.insert_run(&next);
+    assert_eq!(
+        h.engine.execute_plan(next).await.unwrap().status,
+        RunStatus::Succeeded
+    );
+}

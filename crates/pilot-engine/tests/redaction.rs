@@ -247,3 +247,65 @@ async fn execute_step_answers_with_redacted_output_message_and_metadata() {
         json!({"request_headers": {"authorization": "Bearer [redacted]"}})
     );
 }
+
+/// A later step without credentials of its own that re-assembles a secret an earlier step's
+/// server echoed in a disguised form (here reversed) stores nothing of it: every step's output,
+/// preview and error is redacted with every secret the run used.
+#[tokio::test]
+async fn a_later_step_that_reassembles_a_secret_stores_nothing_of_it() {
+    let h = harness();
+    let reversed: String = SECRET.chars().rev().collect();
+    h.script.push([
+        Answer::Ok(json!({"echo": reversed})),
+        Answer::Ok(json!({"joined": SECRET, "halves": [&SECRET[..6], &SECRET[6..]]})),
+        Answer::Err(ProviderError::permanent(format!("rejected {SECRET}"))),
+    ]);
+    let mut last = support::scripted("fails", json!({}));
+    last.continue_on_error = true;
+    let snap = h.start(
+        vec![
+            step("echo", "vault", "call", json!({})),
+            support::scripted("reassemble", json!({})),
+            last,
+        ],
+        json!({}),
+    );
+    let run_id = snap.run_id.clone();
+    let outcome = h.engine.execute_plan(snap).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(
+        outcome.states[1].output,
+        Some(json!({"joined": "[redacted]", "halves": [&SECRET[..6], &SECRET[6..]]}))
+    );
+    assert_eq!(
+        outcome.states[2].error.as_deref(),
+        Some("rejected [redacted]")
+    );
+    assert_clean(&stored_texts(&h, &run_id));
+}
+
+/// The same after a takeover: the step that loaded the credential finished under another
+/// executor, and the one resuming the run still redacts the later steps with it.
+#[tokio::test]
+async fn a_resumed_run_redacts_later_steps_with_the_secrets_of_finished_ones() {
+    let h = harness();
+    h.script.push([Answer::Ok(json!({"joined": SECRET}))]);
+    let steps = vec![
+        step("echo", "vault", "call", json!({})),
+        support::scripted("reassemble", json!({})),
+    ];
+    let mut done = pilot_core::StepState::pending("echo");
+    done.status = pilot_core::StepStatus::Succeeded;
+    done.output = Some(json!({"echo": "disguised"}));
+    let snap = support::snapshot(steps, json!({}), vec![done]);
+    h.store.insert_run(&snap);
+    let run_id = snap.run_id.clone();
+    let outcome = h.engine.execute_plan(snap).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(h.script.call_steps(), vec!["reassemble"]);
+    assert_eq!(
+        outcome.states[1].output,
+        Some(json!({"joined": "[redacted]"}))
+    );
+    assert_clean(&stored_texts(&h, &run_id));
+}

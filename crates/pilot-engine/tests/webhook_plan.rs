@@ -184,6 +184,7 @@ async fn transform_template_webhook_delivers_json_with_a_stable_idempotency_key(
         states: Vec::new(),
         epoch: 1,
         trigger: TriggerKind::Api,
+        cancel: Default::default(),
     };
     store.insert_run(&snapshot);
 

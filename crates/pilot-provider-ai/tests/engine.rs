@@ -87,6 +87,7 @@ async fn a_later_step_reads_the_chat_output_through_the_engine() {
         states: Vec::new(),
         epoch: 1,
         trigger: TriggerKind::Api,
+        cancel: Default::default(),
     };
     store.insert_run(&snapshot);
     let outcome = engine.execute_plan(snapshot.clone()).await.unwrap();

@@ -36,14 +36,19 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// The defaults for a worker called `owner`: 8 runs at a time, 30 s leases, 3 takeovers,
+    /// Takeovers allowed per run by default: one. A run in flight when its worker died is
+    /// resumed once; if its worker dies again it is quarantined (failed, saying why), since it
+    /// may be what crashed them, instead of taking down every worker in turn.
+    pub const DEFAULT_MAX_TAKEOVERS: u32 = 1;
+
+    /// The defaults for a worker called `owner`: 8 runs at a time, 30 s leases, 1 takeover,
     /// firing and executing, 15 s misfire threshold, 5 s idle poll, 30 s drain grace.
     pub fn new(owner: impl Into<String>) -> Self {
         Self {
             owner: owner.into(),
             concurrency: 8,
             lease_ttl: Duration::from_secs(30),
-            max_takeovers: 3,
+            max_takeovers: Self::DEFAULT_MAX_TAKEOVERS,
             fire_schedules: true,
             execute_runs: true,
             fire_batch: 256,

@@ -78,6 +78,7 @@ async fn run_under_lease(ctx: &RunContext, claimed: ClaimedRun, claimed_at: Inst
     let lease = Lease {
         ctx,
         valid_until: Mutex::new(claimed_at + ctx.lease_ttl),
+        cancel: snapshot.cancel.clone(),
     };
     let mut release = ctx.release.clone();
 
@@ -172,6 +173,9 @@ struct Lease<'a> {
     ctx: &'a RunContext,
     /// By this process's monotonic clock, the lease is certainly valid before this instant.
     valid_until: Mutex<Instant>,
+    /// Raised when a heartbeat's answer says the owner asked to cancel the run: the engine ends
+    /// it at its next boundary.
+    cancel: pilot_core::CancelSignal,
 }
 
 impl Lease<'_> {
@@ -195,7 +199,10 @@ impl Lease<'_> {
             .heartbeat(user, run_id, epoch, self.ctx.lease_ttl)
             .await
         {
-            Ok(_) => {
+            Ok(ack) => {
+                if ack.cancel_requested {
+                    self.cancel.request();
+                }
                 *self
                     .valid_until
                     .lock()

@@ -178,8 +178,9 @@ async fn a_run_over_the_takeover_cap_fails_with_a_clear_message() {
         tokio::time::sleep(ttl + Duration::from_millis(100)).await;
         // A second ghost takes it over (the one takeover the cap allows) and vanishes too.
         claim_as_ghost(&db, ttl, 1).await;
-        let mut cfg = config("capped");
-        cfg.max_takeovers = 1;
+        // The default cap: a run whose worker died twice is quarantined.
+        let cfg = config("capped");
+        assert_eq!(cfg.max_takeovers, 1);
         let worker = Running::start(&db, cfg, Arc::new(SystemClock));
         let row = wait_status(&db, &user, &id, RunStatus::Failed).await;
         assert_eq!(row.error.as_deref(), Some(TAKEOVER_CAP_MESSAGE));

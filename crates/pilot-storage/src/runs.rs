@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use pilot_core::{
-    PlanId, RunId, RunSnapshot, RunStatus, RunWrite, ScheduleId, Step, StepState, StepStatus,
-    TriggerKind, UserId, WriteAck,
+    CancelSignal, PlanId, RunId, RunSnapshot, RunStatus, RunWrite, ScheduleId, Step, StepState,
+    StepStatus, TriggerKind, UserId, WriteAck,
 };
 use serde_json::Value;
 
@@ -109,6 +109,7 @@ impl RunRow {
             states: self.states.clone(),
             epoch: self.lease_epoch,
             trigger: self.trigger,
+            cancel: CancelSignal::new(self.cancel_requested),
         }
     }
 
@@ -124,6 +125,7 @@ impl RunRow {
             states: self.states,
             epoch: self.lease_epoch,
             trigger: self.trigger,
+            cancel: CancelSignal::new(self.cancel_requested),
         }
     }
 }
@@ -197,8 +199,9 @@ pub struct QueueStats {
 }
 
 /// The error message of a run failed by the takeover cap.
-pub const TAKEOVER_CAP_MESSAGE: &str =
-    "the run's lease expired more often than the takeover cap allows";
+pub const TAKEOVER_CAP_MESSAGE: &str = "quarantined: the run was in flight when its worker \
+     stopped without finishing it (the lease expired) more often than the takeover cap \
+     (PILOT_MAX_TAKEOVERS) allows; it may be what crashed them, so it is not resumed again";
 
 #[derive(Queryable, Selectable, Insertable, Clone)]
 #[diesel(table_name = runs)]
@@ -846,6 +849,7 @@ impl Database {
             input: run.input,
             epoch: record.lease_epoch,
             trigger: run.trigger,
+            cancel: CancelSignal::default(),
         };
         Ok((snapshot, to_utc(record.created_at)))
     }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: measures Pilot against this machine's own limits (issue 10).
+//! `cargo xtask bench`: measures Pilot against this machine's own limits.
 //!
 //! It builds the release binaries, starts everything it needs itself (servers on a temporary
 //! SQLite file and on fresh PostgreSQL databases, standalone workers, a fast webhook sink on

@@ -1,4 +1,4 @@
-//! The scenarios of issue 10's table, each against a server the caller started: what load it
+//! The benchmark's scenarios, each against a server the caller started: what load it
 //! sends, what it measures, and the correctness counters it reads back from the database.
 
 use std::sync::{Arc, Mutex};

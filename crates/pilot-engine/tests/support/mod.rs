@@ -256,6 +256,7 @@ pub(crate) fn snapshot(steps: Vec<Step>, input: Value, states: Vec<StepState>) -
         states,
         epoch: 1,
         trigger: TriggerKind::Api,
+        cancel: Default::default(),
     }
 }
 
