@@ -6,7 +6,9 @@
 //! its row-level-security scope with a transaction-local `set_config`, so a pooled connection
 //! never carries one user's id into the next transaction.
 
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
@@ -26,6 +28,96 @@ pub(crate) enum DbConn {
 }
 
 pub(crate) type Pool = r2d2::Pool<Manager>;
+
+/// A pooled connection: the driver's own, and for PostgreSQL its place in the count of live
+/// libpq connections that [`quiesce`] waits for.
+pub(crate) struct Tracked {
+    conn: DbConn,
+    _live: Option<LiveGuard>,
+}
+
+impl Deref for Tracked {
+    type Target = DbConn;
+    fn deref(&self) -> &DbConn {
+        &self.conn
+    }
+}
+
+impl DerefMut for Tracked {
+    fn deref_mut(&mut self) -> &mut DbConn {
+        &mut self.conn
+    }
+}
+
+/// The live PostgreSQL connections of this process's pools, counted from the moment one starts
+/// to connect until it is dropped. r2d2 opens (and, when the pool is already gone, drops)
+/// connections on its own threads; libpq uses OpenSSL, whose clean-up at process exit frees
+/// locks such a thread may still be using, which crashed processes at exit. So a binary calls
+/// [`quiesce`] before it returns from `main`: no new connection starts, and it waits until the
+/// last one is closed.
+static LIVE: Gate = Gate {
+    state: Mutex::new(GateState {
+        closed: false,
+        live: 0,
+    }),
+    changed: Condvar::new(),
+};
+
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+struct GateState {
+    closed: bool,
+    live: usize,
+}
+
+/// One counted connection; dropping it uncounts it.
+struct LiveGuard;
+
+impl Gate {
+    fn enter(&'static self) -> Result<LiveGuard, ConnectionError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.closed {
+            return Err(ConnectionError::BadConnection(
+                "the process is shutting down: no new database connections".to_owned(),
+            ));
+        }
+        state.live += 1;
+        Ok(LiveGuard)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut state = LIVE.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.live = state.live.saturating_sub(1);
+        LIVE.changed.notify_all();
+    }
+}
+
+/// Stops new PostgreSQL connections in this process and waits (at most `timeout`) until every
+/// live one is closed, so no thread is inside libpq when the process exits. Call it once, last,
+/// after every [`crate::Database`] handle is dropped (after the async runtime is shut down).
+/// Answers how many connections were still open when it gave up (0: all closed).
+pub fn quiesce(timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    let mut state = LIVE.state.lock().unwrap_or_else(PoisonError::into_inner);
+    state.closed = true;
+    while state.live > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        state = LIVE
+            .changed
+            .wait_timeout(state, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+    state.live
+}
 
 /// How long a SQLite connection waits for the write lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
@@ -87,11 +179,16 @@ pub(crate) fn establish(
 }
 
 impl r2d2::ManageConnection for Manager {
-    type Connection = DbConn;
+    type Connection = Tracked;
     type Error = ConnectionError;
 
-    fn connect(&self) -> Result<DbConn, ConnectionError> {
-        establish(&self.url, self.backend, self.sync)
+    fn connect(&self) -> Result<Tracked, ConnectionError> {
+        let live = match self.backend {
+            Backend::Postgres => Some(LIVE.enter()?),
+            Backend::Sqlite => None,
+        };
+        let conn = establish(&self.url, self.backend, self.sync)?;
+        Ok(Tracked { conn, _live: live })
     }
 
     /// Checked at every checkout, so it must not cost a round trip (r2d2's usual `SELECT 1` was
@@ -101,8 +198,8 @@ impl r2d2::ManageConnection for Manager {
     /// before anyone uses it. Pooled connections never `LISTEN` (the listener `UNLISTEN`s
     /// before giving its connection back), so no notification is lost here. A SQLite
     /// connection is a local file handle and does not go stale.
-    fn is_valid(&self, conn: &mut DbConn) -> Result<(), ConnectionError> {
-        match conn {
+    fn is_valid(&self, conn: &mut Tracked) -> Result<(), ConnectionError> {
+        match &mut conn.conn {
             // Read twice: a server ending the connection sends its last message and then closes,
             // and one read may take the message without reaching the end of the stream.
             DbConn::Pg(pg) => (0..2)
@@ -114,9 +211,11 @@ impl r2d2::ManageConnection for Manager {
         }
     }
 
-    fn has_broken(&self, conn: &mut DbConn) -> bool {
+    fn has_broken(&self, conn: &mut Tracked) -> bool {
         std::thread::panicking()
-            || <DbConn as Connection>::TransactionManager::is_broken_transaction_manager(conn)
+            || <DbConn as Connection>::TransactionManager::is_broken_transaction_manager(
+                &mut conn.conn,
+            )
     }
 }
 

@@ -29,6 +29,7 @@ pub mod testing;
 mod tests;
 
 pub use config::{Backend, DbConfig, SqliteSync};
+pub use conn::quiesce;
 pub use credentials::{CredentialInfo, NewCredential, RotationReport};
 pub use crypto::{DEFAULT_KEY_ID, KEY_FILE_NAME, KeySettings, KeySource, Keyring};
 pub use db::Database;

@@ -93,7 +93,7 @@ fn listen_until_broken(
     wake: &Notify,
     stop: &AtomicBool,
 ) {
-    let DbConn::Pg(pg) = &mut **conn else { return };
+    let DbConn::Pg(pg) = &mut ***conn else { return };
     for statement in sql {
         if let Err(e) = diesel::sql_query(statement.as_str()).execute(pg) {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
