@@ -42,7 +42,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             None | Some(Command::Serve) => serve(&cli.config, &cli.serve).await,
             Some(Command::Migrate { grant_app_role }) => {
@@ -125,7 +125,16 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-    })
+    });
+    // Every task, and with them every database handle, is gone once the runtime is dropped;
+    // then no thread may still be inside libpq when the process exits (its OpenSSL clean-up at
+    // exit would pull locks from under it).
+    drop(runtime);
+    let open = pilot_storage::quiesce(std::time::Duration::from_secs(10));
+    if open > 0 {
+        tracing::warn!(open, "database connections were still open at exit");
+    }
+    result
 }
 
 /// Prints one line on stdout (operator output; never a secret unless asked for).
@@ -318,8 +327,7 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
         ..OutboundConfig::default()
     })?);
     let registry = Arc::new(registry(serve)?);
-    // EMBEDDED WORKER (issue 8), part 1 of 2: the scheduler's metrics join the API's registry,
-    // so /metrics serves them too.
+    // The embedded worker's metrics join the API's registry, so /metrics serves them too.
     let mut metrics = Metrics::new();
     let scheduler_metrics = pilot_scheduler::SchedulerMetrics::register(metrics.registry_mut());
     let settings = ApiSettings {
@@ -330,7 +338,11 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
         db: db.clone(),
         registry,
         http,
-        engine: pilot_engine::EngineConfig::default(),
+        engine: pilot_engine::EngineConfig {
+            max_output_bytes: serve.max_output_bytes,
+            max_run_state_bytes: serve.max_run_state_bytes,
+            ..pilot_engine::EngineConfig::default()
+        },
         metrics,
         settings,
     });
@@ -354,19 +366,16 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    // ---- EMBEDDED WORKER (issue 8), part 2 of 2: start it here --------------------------------
-    // Unless --no-worker, start the scheduler/worker on this runtime with:
-    //   state.db().clone()             the database,
-    //   state.engine().clone()         the metered engine (runs it executes are counted),
-    //   state.queue_signal().clone()   notified after the API commits a queued run,
-    //   stopped(stop_rx.clone())       resolves on SIGTERM/SIGINT: stop claiming, then drain.
-    // Keep its JoinHandle in `worker` so shutdown waits for the drain.
+    // The embedded worker (unless --no-worker) runs on this runtime over the same database and
+    // the metered engine; the API's queue signal wakes it after a queued run commits, and the
+    // shutdown signal makes it stop claiming and drain. Shutdown waits for the drain.
     let worker: Option<tokio::task::JoinHandle<()>> = if serve.no_worker {
         tracing::info!("embedded worker disabled (--no-worker)");
         None
     } else {
-        let worker_config =
+        let mut worker_config =
             pilot_scheduler::WorkerConfig::new(format!("server:{}", std::process::id()));
+        worker_config.max_takeovers = serve.max_takeovers;
         let worker = pilot_scheduler::Worker::new(
             worker_config,
             state.db().clone(),
@@ -381,11 +390,14 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
             }
         }))
     };
-    // -------------------------------------------------------------------------------------------
 
     say(&format!("Pilot listening on http://{bound}"));
     tracing::info!(addr = %bound, database = db.backend().as_str(), "serving");
     server.run(stopped(stop_rx)).await?;
+    tracing::info!("HTTP server stopped; waiting for the runs in flight");
+    // Inline runs whose requests timed out during the stop go on to their end (their outbound
+    // connections live on this runtime, which outlives the HTTP workers).
+    state.drain_work().await;
     if let Some(worker) = worker {
         let _ = worker.await;
     }

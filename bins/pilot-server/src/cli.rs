@@ -155,6 +155,22 @@ pub(crate) struct ServeArgs {
     /// HTTP worker threads (0: one per CPU core).
     #[arg(long, global = true, env = "PILOT_HTTP_WORKERS", default_value_t = 0)]
     pub(crate) http_workers: usize,
+
+    /// The most bytes (compact JSON) one step's output may take; a larger output fails the step.
+    #[arg(long, global = true, env = "PILOT_MAX_OUTPUT_BYTES",
+          default_value_t = pilot_engine::EngineConfig::default().max_output_bytes)]
+    pub(crate) max_output_bytes: usize,
+
+    /// The most bytes all step outputs of one run may take together, and a step's resolved
+    /// params at most; beyond it the step fails.
+    #[arg(long, global = true, env = "PILOT_MAX_RUN_STATE_BYTES",
+          default_value_t = pilot_engine::EngineConfig::default().max_run_state_bytes)]
+    pub(crate) max_run_state_bytes: usize,
+
+    /// Takeovers allowed per run: a run whose worker died (its lease expired) more often than
+    /// this is quarantined, failed with a message saying so, instead of crashing the next worker.
+    #[arg(long, global = true, env = "PILOT_MAX_TAKEOVERS", default_value_t = pilot_scheduler::WorkerConfig::DEFAULT_MAX_TAKEOVERS)]
+    pub(crate) max_takeovers: u32,
 }
 
 /// What to do.

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pilot_registry::testing::{FakeServer, Reply};
+use pilot_registry::testing::{FakeServer, Reply, ReplyGate};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -28,12 +28,21 @@ impl Drop for Server {
 }
 
 fn start(data_dir: &std::path::Path) -> (Server, SocketAddr, std::sync::mpsc::Receiver<String>) {
+    start_with(data_dir, &[])
+}
+
+/// [`start`] with extra environment variables.
+fn start_with(
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Server, SocketAddr, std::sync::mpsc::Receiver<String>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pilot-server"));
     for (name, _) in std::env::vars() {
         if name.starts_with("PILOT_") {
             command.env_remove(name);
         }
     }
+    command.envs(env.iter().copied());
     let mut child = command
         .env("PILOT_DATA_DIR", data_dir)
         .env("PILOT_BIND", "127.0.0.1:0")
@@ -289,4 +298,107 @@ fn help_never_shows_secret_values() {
     for secret in ["c2VjcmV0", "hunter2", "hunter3"] {
         assert!(!help.contains(secret), "--help shows a secret: {help}");
     }
+}
+
+/// Waits (30 s at most) until `ready` answers something.
+async fn wait_until<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..600 {
+        if let Some(value) = ready() {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A graceful stop lets a step in flight finish on the connection it started on: outbound I/O
+/// of runs lives on the server's runtime, which outlives the HTTP workers, so no pooled
+/// connection dies under the step and the receiver gets the POST once. (Before, a connection
+/// opened by an inline run on an HTTP worker's runtime was reused by the embedded worker and
+/// died when that runtime stopped: the step failed, was retried, and the POST arrived twice.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_does_not_repeat_a_step_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("pilot-data");
+    let (mut server, addr, _stdout) = start_with(&data_dir, &[("PILOT_HTTP_WORKERS", "1")]);
+    let token = std::fs::read_to_string(data_dir.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let stderr = server.child.stderr.take().unwrap();
+    let (log_tx, log_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if log_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let receiver = FakeServer::start(vec![Reply::json(200, &json!({ "ok": true }))])
+        .await
+        .unwrap();
+    let plan = json!({ "name": "notify", "steps": [
+        { "id": "post", "provider": "webhook", "action": "post",
+          "params": { "url": receiver.url("/hook").as_str(), "body": { "n": "${input.n}" } } }
+    ]});
+    let (status, created) = http(addr, "POST", "/api/plans", Some(&token), Some(&plan)).await;
+    assert_eq!(status, 201, "{created}");
+    let plan_id = created["id"].as_str().unwrap().to_owned();
+
+    // An inline run: its request opens a keep-alive connection to the receiver.
+    let (status, run) = http(
+        addr,
+        "POST",
+        "/api/execute",
+        Some(&token),
+        Some(&json!({ "plan_id": plan_id, "input": { "n": 1 } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "succeeded");
+
+    // A queued run for the embedded worker; the receiver holds its answer.
+    let gate = ReplyGate::new();
+    receiver.set_script(vec![Reply::json(200, &json!({ "ok": true })).after(&gate)]);
+    let (status, queued) = http(
+        addr,
+        "POST",
+        "/api/execute",
+        Some(&token),
+        Some(&json!({ "plan_id": plan_id, "input": { "n": 2 }, "async": true })),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    wait_until("the queued run's POST", || {
+        (receiver.requests().len() == 2).then_some(())
+    })
+    .await;
+
+    // Stop gracefully; once the HTTP workers are gone, let the receiver answer.
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until("the HTTP server to stop", || {
+        log_rx
+            .try_iter()
+            .any(|l| l.contains("HTTP server stopped"))
+            .then_some(())
+    })
+    .await;
+    gate.open();
+    let exit = wait_until("the server to exit", || server.child.try_wait().unwrap()).await;
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let bodies: Vec<Value> = receiver.requests().iter().map(|r| r.json()).collect();
+    assert_eq!(
+        bodies,
+        vec![json!({ "n": 1 }), json!({ "n": 2 })],
+        "each run's POST arrived exactly once"
+    );
 }

@@ -36,7 +36,16 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(cli))
+    let result = runtime.block_on(serve(cli));
+    // Every task, and with them every database handle, is gone once the runtime is dropped;
+    // then no thread may still be inside libpq when the process exits (its OpenSSL clean-up at
+    // exit would pull locks from under it).
+    drop(runtime);
+    let open = pilot_storage::quiesce(std::time::Duration::from_secs(10));
+    if open > 0 {
+        tracing::warn!(open, "database connections were still open at exit");
+    }
+    result
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
@@ -55,15 +64,19 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         Arc::new(MeteredRunStore::new(Arc::new(db.clone()), metrics.clone()));
     let credentials: Arc<dyn CredentialStore> = Arc::new(db.clone());
     let engine = Arc::new(Engine::new(EngineParts {
-        registry,
+        registry: registry.clone(),
         runs,
         credentials,
         http,
-        config: EngineConfig::default(),
+        config: EngineConfig {
+            max_output_bytes: cli.max_output_bytes,
+            max_run_state_bytes: cli.max_run_state_bytes,
+            ..EngineConfig::default()
+        },
     }));
 
     let listener = match cli.metrics_bind.0 {
-        Some(addr) => Some(metrics_http::serve(addr, metrics.clone(), db.clone()).await?),
+        Some(addr) => Some(metrics_http::serve(addr, metrics.clone(), db.clone(), registry).await?),
         None => None,
     };
 

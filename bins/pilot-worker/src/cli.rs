@@ -83,9 +83,21 @@ pub(crate) struct Cli {
     #[arg(long, env = "PILOT_LEASE_TTL", value_parser = parse_duration, default_value = "30s")]
     pub(crate) lease_ttl: Duration,
 
-    /// Takeovers allowed per run before it fails.
-    #[arg(long, env = "PILOT_MAX_TAKEOVERS", default_value_t = 3)]
+    /// Takeovers allowed per run: a run whose worker died (its lease expired) more often than
+    /// this is quarantined, failed with a message saying so, instead of crashing the next worker.
+    #[arg(long, env = "PILOT_MAX_TAKEOVERS", default_value_t = pilot_scheduler::WorkerConfig::DEFAULT_MAX_TAKEOVERS)]
     pub(crate) max_takeovers: u32,
+
+    /// The most bytes (compact JSON) one step's output may take; a larger output fails the step.
+    #[arg(long, env = "PILOT_MAX_OUTPUT_BYTES",
+          default_value_t = pilot_engine::EngineConfig::default().max_output_bytes)]
+    pub(crate) max_output_bytes: usize,
+
+    /// The most bytes all step outputs of one run may take together, and a step's resolved
+    /// params at most; beyond it the step fails.
+    #[arg(long, env = "PILOT_MAX_RUN_STATE_BYTES",
+          default_value_t = pilot_engine::EngineConfig::default().max_run_state_bytes)]
+    pub(crate) max_run_state_bytes: usize,
 
     /// After SIGTERM, how long runs in flight may take to finish before they are released.
     #[arg(long, env = "PILOT_DRAIN_GRACE", value_parser = parse_duration, default_value = "30s")]

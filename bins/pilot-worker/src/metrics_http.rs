@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use pilot_api::Metrics;
+use pilot_registry::Registry;
 use pilot_storage::Database;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +26,7 @@ pub(crate) async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     db: Database,
+    registry: Arc<Registry>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(addr)
         .await
@@ -36,9 +38,9 @@ pub(crate) async fn serve(
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (metrics, db) = (metrics.clone(), db.clone());
+            let (metrics, db, registry) = (metrics.clone(), db.clone(), registry.clone());
             tokio::spawn(async move {
-                if let Err(e) = answer(stream, &metrics, &db).await {
+                if let Err(e) = answer(stream, &metrics, &db, &registry).await {
                     tracing::debug!(error = %e, "metrics request failed");
                 }
             });
@@ -46,7 +48,12 @@ pub(crate) async fn serve(
     }))
 }
 
-async fn answer(mut stream: TcpStream, metrics: &Metrics, db: &Database) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    db: &Database,
+    registry: &Registry,
+) -> std::io::Result<()> {
     let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream))
         .await
         .map_err(|_| {
@@ -62,6 +69,7 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics, db: &Database) -> std:
             if let Ok(info) = db.wake_info().await {
                 metrics.set_queue_depth(info.queued);
             }
+            metrics.sync_provider_panics(registry.panic_count());
             match metrics.encode() {
                 Ok(text) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text),
                 Err(_) => (

@@ -79,6 +79,31 @@ impl FromRequest for Body {
     }
 }
 
+/// The extractor of routes that take no body (cancel, unschedule, issue a hook token): a
+/// request with one, of any content type, is refused with 400 `unexpected_body`, so a client
+/// that meant to send something learns that nothing of it is read.
+#[derive(Debug)]
+pub(crate) struct NoBody;
+
+impl FromRequest for NoBody {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        ready(match declared_length(req) {
+            Err(e) => Err(e),
+            Ok(Some(0)) | Ok(None) if !chunked => Ok(NoBody),
+            Ok(_) => Err(ApiError::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "unexpected_body",
+                "this request takes no body; send it without one",
+            )
+            .with_details(json!({ "field": "body" }))),
+        })
+    }
+}
+
 impl Body {
     /// Parses a required JSON body into `T`.
     pub(crate) async fn json<T: DeserializeOwned>(self, req: &HttpRequest) -> Result<T, ApiError> {

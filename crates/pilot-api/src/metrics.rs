@@ -27,6 +27,7 @@ pub struct Metrics {
     step_latency: Family<ProviderLabels, Histogram>,
     queue_depth: Gauge,
     http_requests: Family<HttpLabels, Counter>,
+    provider_panics: Counter,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -74,6 +75,12 @@ impl Metrics {
         );
         let queue_depth = Gauge::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
+        let provider_panics = Counter::default();
+        registry.register(
+            "provider_panics",
+            "Provider calls that panicked (each failed its attempt; the worker went on)",
+            provider_panics.clone(),
+        );
         registry.register(
             "runs_finished",
             "Runs that reached a terminal status, by status",
@@ -106,6 +113,7 @@ impl Metrics {
             step_latency,
             queue_depth,
             http_requests,
+            provider_panics,
         }
     }
 
@@ -146,6 +154,15 @@ impl Metrics {
     pub fn set_queue_depth(&self, depth: u64) {
         self.queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Brings the provider-panic counter up to `total`, the registry's own count (sampled at
+    /// scrape time, so the registry needs no handle on the metrics).
+    pub fn sync_provider_panics(&self, total: u64) {
+        let seen = self.provider_panics.get();
+        if total > seen {
+            self.provider_panics.inc_by(total - seen);
+        }
     }
 
     /// Counts an answered HTTP request. `route` is the matched pattern (`/api/plans/{id}`) or
@@ -245,6 +262,7 @@ mod tests {
             states: Vec::new(),
             epoch: 1,
             trigger: pilot_core::TriggerKind::Api,
+            cancel: pilot_core::CancelSignal::default(),
         };
         memory.insert_run(&snapshot);
         store

@@ -2,6 +2,7 @@
 //! metrics and the queue signal. It is built once (by the server, or by a test) from
 //! [`AppParts`] and registered with `App::app_data(web::Data::new(state))`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use pilot_engine::{Engine, EngineConfig, EngineParts};
 use pilot_registry::{OutboundClient, Registry};
 use pilot_storage::Database;
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 
 use crate::metrics::{MeteredRunStore, Metrics};
 
@@ -71,6 +73,11 @@ struct Inner {
     metrics: Arc<Metrics>,
     queue_signal: Arc<Notify>,
     settings: ApiSettings,
+    /// Where run executions and other outbound I/O started by requests run (see
+    /// [`AppState::spawn_work`]): the runtime the state was built on.
+    runtime: Option<tokio::runtime::Handle>,
+    /// That work, so a shutdown can wait for it.
+    work: TaskTracker,
 }
 
 impl std::fmt::Debug for AppState {
@@ -108,6 +115,8 @@ impl AppState {
                 metrics,
                 queue_signal: Arc::new(Notify::new()),
                 settings: parts.settings,
+                runtime: tokio::runtime::Handle::try_current().ok(),
+                work: TaskTracker::new(),
             }),
         }
     }
@@ -146,5 +155,28 @@ impl AppState {
     /// The API settings.
     pub fn settings(&self) -> &ApiSettings {
         &self.inner.settings
+    }
+
+    /// Runs `work` (a run's execution, a model call) on the runtime this state was built on,
+    /// not on the HTTP worker's: actix stops its workers' runtimes at shutdown, and outbound
+    /// connections pooled there would die under a run still using them (an in-flight step failed
+    /// and was retried, repeating its side effect). The work goes on if the client hangs up;
+    /// [`AppState::drain_work`] waits for it.
+    pub(crate) fn spawn_work<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.inner.runtime {
+            Some(handle) => self.inner.work.spawn_on(work, handle),
+            None => self.inner.work.spawn(work),
+        }
+    }
+
+    /// Waits until the work that requests started has ended (a shutdown calls it after the HTTP
+    /// server stopped, before the process exits). Work started afterwards is not waited for.
+    pub async fn drain_work(&self) {
+        self.inner.work.close();
+        self.inner.work.wait().await;
     }
 }

@@ -266,6 +266,10 @@ fn catalogue() -> Vec<Case> {
         cred("AI key with an origin", "openai", json!({ "type": "api_key", "value": "x", "origin": "https://evil.example.com" }), "validation_failed", "origin"),
         cred("unknown integration", "custom_api", json!({ "type": "bearer", "value": "x", "integration": "ghost" }), "validation_failed", "integration"),
         cred("expiry not a date", "openai", json!({ "type": "api_key", "value": "x", "expires_at": "tomorrow" }), "invalid_field", "expires_at"),
+        cred("secret shorter than 4 bytes", "openai", json!({ "type": "api_key", "value": "abc" }), "validation_failed", "value"),
+        cred("basic password shorter than 4 bytes", "custom_api", json!({ "type": "basic", "value": "ann:pw", "origin": "https://a.example.com" }), "validation_failed", "value"),
+        cred("expiry in the past", "openai", json!({ "type": "api_key", "value": "sk-long-enough", "expires_at": "2020-01-01T00:00:00Z" }), "validation_failed", "expires_at"),
+        cred("localhost origin", "custom_api", json!({ "type": "bearer", "value": "sk-long-enough", "origin": "http://localhost:9001" }), "validation_failed", "origin"),
         json_case("credential for an unknown provider", "POST", "/api/provider-credentials/telepathy", json!({ "type": "api_key", "value": "x" }), 404, "not_found", "provider"),
         // Integrations and URLs.
         integ("userinfo in base URL", json!({ "name": "a", "base_url": "https://user:pw@api.example.com" }), "base_url"),
@@ -275,6 +279,8 @@ fn catalogue() -> Vec<Case> {
         integ("loopback outside the allowlist", json!({ "name": "a", "base_url": "http://127.0.0.2" }), "base_url"),
         integ("hex-encoded loopback", json!({ "name": "a", "base_url": "http://0x7f000002/" }), "base_url"),
         integ("IPv4-mapped loopback", json!({ "name": "a", "base_url": "http://[::ffff:127.0.0.2]/" }), "base_url"),
+        integ("localhost base URL", json!({ "name": "a", "base_url": "http://localhost:9001" }), "base_url"),
+        integ("localhost subdomain base URL", json!({ "name": "a", "base_url": "http://api.localhost./v1" }), "base_url"),
         integ("file URL", json!({ "name": "a", "base_url": "file:///etc/passwd" }), "base_url"),
         integ("name with a space", json!({ "name": "a b", "base_url": "https://api.example.com" }), "name"),
         integ("CRLF in a default header", json!({ "name": "a", "base_url": "https://api.example.com", "default_headers": { "X-Foo": "a\r\nX-Evil: 1" } }), "default_headers.X-Foo"),
@@ -305,6 +311,10 @@ fn catalogue() -> Vec<Case> {
         case("DELETE on a collection", "DELETE", "/api/plans", NoBody, 405, "method_not_allowed", None),
         case("PATCH a plan", "PATCH", "/api/plans/{plan}", NoBody, 405, "method_not_allowed", None),
         case("cancel a finished run", "POST", "/api/runs/{finished_run}/cancel", NoBody, 409, "conflict", None),
+        // Routes that take no body refuse one, whatever its type.
+        case("cancel with a body", "POST", "/api/runs/{run}/cancel", Body::Json(json!({ "reason": "x" })), 400, "unexpected_body", Some("body")),
+        case("unschedule with a body", "POST", "/api/plans/{cron_plan}/unschedule", Raw(Some("text/plain"), b"now".to_vec()), 400, "unexpected_body", Some("body")),
+        case("hook token with a body", "POST", "/api/plans/{plan}/hooks", Body::Json(json!({ "name": "x" })), 400, "unexpected_body", Some("body")),
         // Inbound webhooks.
         Case { who: Who::Anonymous, ..case("unknown hook token", "POST", "/api/hooks/hook_doesnotexist", Body::Json(json!({})), 404, "not_found", None) },
         Case { who: Who::Anonymous, ..case("hook with a text body", "POST", "/api/hooks/{hook}", Raw(Some("text/plain"), b"hello".to_vec()), 415, "unsupported_media_type", None) },

@@ -628,7 +628,11 @@ async fn a_moved_integration_does_not_carry_its_credential() {
         Some(&stored_for.origin()),
     );
     let err = h
-        .run("custom_api", "request", json!({"integration": "rb", "path": "/x"}))
+        .run(
+            "custom_api",
+            "request",
+            json!({"integration": "rb", "path": "/x"}),
+        )
         .await
         .unwrap_err();
     assert!(!err.is_retryable());
@@ -647,7 +651,10 @@ async fn a_moved_integration_does_not_carry_its_credential() {
     assert_eq!(moved_to.requests().len(), 1);
     for request in moved_to.requests() {
         for (_, value) in &request.headers {
-            assert!(!value.contains("rb-secret"), "secret sent to the new origin");
+            assert!(
+                !value.contains("rb-secret"),
+                "secret sent to the new origin"
+            );
         }
     }
     assert!(stored_for.requests().is_empty());

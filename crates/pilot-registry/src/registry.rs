@@ -1,7 +1,11 @@
 //! The registry: providers by name, their descriptions, and the `when` evaluator.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::FutureExt as _;
 
 use pilot_core::{ActionSpec, Catalogue};
 use serde_json::Value;
@@ -17,6 +21,8 @@ pub struct Registry {
     providers: Vec<(ProviderDescription, Arc<dyn Provider>)>,
     by_name: HashMap<String, usize>,
     evaluator: Option<Arc<dyn Evaluator>>,
+    /// Provider calls that panicked (each failed its attempt instead).
+    panics: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -65,7 +71,15 @@ impl Registry {
         self.by_name.get(name).map(|&i| &self.providers[i].0)
     }
 
-    /// Runs `provider.action`. An unknown provider or action is a permanent error.
+    /// How many provider calls panicked since this registry was built (a metric).
+    pub fn panic_count(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+
+    /// Runs `provider.action`. An unknown provider or action is a permanent error. A provider
+    /// that panics fails this attempt with a permanent internal error (and is counted in
+    /// [`Registry::panic_count`]): the executor, its worker and every other run go on. The
+    /// panic is caught where the call is polled, so it costs no task of its own.
     pub async fn execute(
         &self,
         provider: &str,
@@ -84,7 +98,27 @@ impl Registry {
                 "provider '{provider}' has no action '{action}'"
             )));
         }
-        implementation.execute(action, params, ctx).await
+        let call = AssertUnwindSafe(implementation.execute(action, params, ctx));
+        match call.catch_unwind().await {
+            Ok(result) => result,
+            Err(payload) => {
+                self.panics.fetch_add(1, Ordering::Relaxed);
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                tracing::error!(
+                    provider,
+                    action,
+                    "a provider call panicked; the attempt failed"
+                );
+                Err(ProviderError::permanent(format!(
+                    "internal error: provider '{provider}' panicked ({what}); this is a bug in \
+                     the provider, not in your plan"
+                )))
+            }
+        }
     }
 }
 

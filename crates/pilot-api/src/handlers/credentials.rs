@@ -199,6 +199,35 @@ pub(crate) async fn put(
             "a custom_api credential must be bound to an origin or to an integration",
         ));
     }
+    // Shorter secrets could not be told apart from ordinary text, so nothing would redact them.
+    let min = pilot_core::redact::MIN_SECRET_LEN;
+    if input.value.len() < min {
+        return Err(ApiError::invalid(
+            "value",
+            format!(
+                "must be at least {min} bytes long (a shorter secret cannot be kept out of logs)"
+            ),
+        ));
+    }
+    if input.kind == CredentialKind::Basic
+        && let Some((_, password)) = input.value.split_once(':')
+        && password.len() < min
+    {
+        return Err(ApiError::invalid(
+            "value",
+            format!(
+                "the password of a basic credential (after ':') must be at least {min} bytes long"
+            ),
+        ));
+    }
+    if let Some(at) = input.expires_at
+        && at <= Utc::now()
+    {
+        return Err(ApiError::invalid(
+            "expires_at",
+            "is in the past; give a future time, or leave it out for a credential that does not expire",
+        ));
+    }
     let credential = NewCredential {
         provider,
         kind: input.kind,

@@ -70,13 +70,23 @@ pub(crate) async fn generate(
         CronSchedule::parse("0 0 * * *", timezone)
             .map_err(|e| ApiError::invalid("timezone", e.to_string()))?;
     }
-    let request = generate::Request {
-        prompt: &input.prompt,
-        provider,
-        model: input.model.as_deref(),
-        timezone: input.timezone.as_deref(),
-    };
-    let draft = generate::generate(&state, &caller.user, request).await?;
+    let provider = provider.to_owned();
+    // The model call runs on the server's runtime, like every run's outbound I/O.
+    let work = state.spawn_work({
+        let state = state.clone();
+        async move {
+            let request = generate::Request {
+                prompt: &input.prompt,
+                provider: &provider,
+                model: input.model.as_deref(),
+                timezone: input.timezone.as_deref(),
+            };
+            generate::generate(&state, &caller.user, request).await
+        }
+    });
+    let draft = work
+        .await
+        .map_err(|e| ApiError::internal(&format!("plan generation task failed: {e}")))??;
     Ok(HttpResponse::Ok().json(draft))
 }
 

@@ -10,7 +10,7 @@ use pilot_scheduler::CronSchedule;
 use pilot_storage::{HookRow, NewPlan, PlanRow};
 use serde::{Deserialize, Serialize};
 
-use crate::extract::{Body, Caller, Query, path_id};
+use crate::extract::{Body, Caller, NoBody, Query, path_id};
 use crate::handlers::{PageView, caller_plan, check_line, check_text, deleted, list_page};
 use crate::{ApiError, AppState};
 
@@ -274,6 +274,7 @@ pub(crate) async fn create_hook(
     state: Data<AppState>,
     caller: Caller,
     req: HttpRequest,
+    _: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let id = PlanId(path_id(&req, "id")?);
     let issued = issue_hook(&state, &caller, &id)

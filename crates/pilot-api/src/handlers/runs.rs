@@ -22,7 +22,7 @@ use pilot_storage::{CancelOutcome, Lease, NewRun, RunRow, StorageError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::extract::{Body, Caller, Query, check_content_type, is_id, parse_json, path_id};
+use crate::extract::{Body, Caller, NoBody, Query, check_content_type, is_id, parse_json, path_id};
 use crate::handlers::PageView;
 use crate::{ApiError, AppState};
 
@@ -468,6 +468,7 @@ pub(crate) async fn cancel(
     state: Data<AppState>,
     caller: Caller,
     req: HttpRequest,
+    _: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let id = RunId(path_id(&req, "id")?);
     let outcome = state
@@ -536,8 +537,8 @@ fn lease(state: &AppState) -> Lease {
     }
 }
 
-/// Runs `work` in its own task while renewing the run's lease, and waits for it. The task goes
-/// on if the client hangs up.
+/// Runs `work` in its own task on the server's runtime (see `AppState::spawn_work`) while
+/// renewing the run's lease, and waits for it. The task goes on if the client hangs up.
 async fn spawn_inline<F, Fut, T>(
     state: &AppState,
     snapshot: RunSnapshot,
@@ -551,12 +552,13 @@ where
     let engine = state.engine().clone();
     let db = state.db().clone();
     let ttl = state.settings().lease_ttl;
-    let (user, run, epoch) = (
+    let (user, run, epoch, cancel) = (
         snapshot.user_id.clone(),
         snapshot.run_id.clone(),
         snapshot.epoch,
+        snapshot.cancel.clone(),
     );
-    let task = tokio::spawn(async move {
+    let task = state.spawn_work(async move {
         let execution = work(engine, snapshot);
         tokio::pin!(execution);
         let period = (ttl / 3).max(Duration::from_millis(100));
@@ -565,7 +567,11 @@ where
                 result = &mut execution => return result,
                 () = tokio::time::sleep(period) => {
                     match db.heartbeat(&user, &run, epoch, ttl).await {
-                        Ok(_) => {}
+                        Ok(ack) => {
+                            if ack.cancel_requested {
+                                cancel.request();
+                            }
+                        }
                         // The lease moved on: the engine's next write is fenced and it stops.
                         Err(StorageError::StaleEpoch) => {}
                         Err(e) => tracing::warn!(run_id = %run, error = %e, "renewing an inline run's lease failed"),

@@ -14,7 +14,7 @@ use pilot_storage::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::extract::{Body, Caller, Query, path_id};
+use crate::extract::{Body, Caller, NoBody, Query, path_id};
 use crate::handlers::{PageView, caller_plan, list_page};
 use crate::{ApiError, AppState};
 
@@ -169,6 +169,7 @@ pub(crate) async fn unschedule(
     state: Data<AppState>,
     caller: Caller,
     req: HttpRequest,
+    _: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let id = PlanId(path_id(&req, "id")?);
     caller_plan(&state, &caller, &id).await?;

@@ -43,6 +43,9 @@ pub(crate) async fn metrics(state: Data<AppState>) -> Result<HttpResponse, ApiEr
         Ok(stats) => state.metrics().set_queue_depth(stats.queued),
         Err(e) => tracing::debug!(error = %e, "queue depth not sampled"),
     }
+    state
+        .metrics()
+        .sync_provider_panics(state.registry().panic_count());
     let text = state
         .metrics()
         .encode()

@@ -40,9 +40,29 @@ pub fn check_url(url: &Url, allow: &[IpNet]) -> Result<(), OutboundError> {
     match url.host() {
         Some(Host::Ipv4(ip)) => check_ip(IpAddr::V4(ip), allow),
         Some(Host::Ipv6(ip)) => check_ip(IpAddr::V6(ip), allow),
+        Some(Host::Domain(name)) if is_localhost(name) => {
+            // `localhost` and its subdomains always name this machine (RFC 6761): judged as
+            // its loopback addresses here, so such a URL is refused when it is saved, not only
+            // when a request is sent.
+            for ip in [
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ] {
+                check_ip(ip, allow).map_err(|_| {
+                    OutboundError::Blocked(format!("{name} is {ip}, a loopback address"))
+                })?;
+            }
+            Ok(())
+        }
         Some(Host::Domain(_)) => Ok(()),
         None => Err(OutboundError::InvalidUrl("the URL has no host".into())),
     }
+}
+
+/// Whether `name` is `localhost` or one of its subdomains (a trailing dot allowed).
+fn is_localhost(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// Checks one address: refused when it, or the IPv4 address it embeds, is in a blocked range
@@ -450,6 +470,13 @@ mod tests {
             ("https://[fe80::1]/", Some("link-local")),
             ("https://93.184.216.34/", None),
             ("https://example.com/", None),
+            (
+                "http://localhost:9001/",
+                Some("localhost is 127.0.0.1, a loopback address"),
+            ),
+            ("http://LocalHost./", Some("loopback")),
+            ("http://api.localhost/", Some("loopback")),
+            ("https://localhost.example.com/", None),
         ];
         for (text, expect) in cases {
             let url = Url::parse(text).unwrap();

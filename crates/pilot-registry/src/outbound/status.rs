@@ -61,7 +61,9 @@ fn status_message(response: &OutboundResponse, redactor: &Redactor) -> String {
 /// than the excerpt by the longest needle), and a cut that still ends inside one loses the
 /// partial match.
 fn excerpt(body: &[u8], redactor: &Redactor) -> String {
-    let head = &body[..body.len().min(EXCERPT_CHARS * 4 + redactor.max_needle_len())];
+    let head = &body[..body
+        .len()
+        .min(EXCERPT_CHARS * 4 + redactor.max_needle_len())];
     let text = String::from_utf8_lossy(head);
     let text = redactor.redact_str(&text);
     let mut words = text
@@ -199,7 +201,11 @@ mod tests {
         );
         assert!(message.ends_with('…'));
         assert!(message.chars().count() < 250, "{}", message.len());
-        let binary = classify_status(&response(500, &[], "\u{0}\u{1}ab\u{7}c"), &Redactor::default()).unwrap();
+        let binary = classify_status(
+            &response(500, &[], "\u{0}\u{1}ab\u{7}c"),
+            &Redactor::default(),
+        )
+        .unwrap();
         assert_eq!(binary.to_string(), "HTTP 500 Internal Server Error: abc");
     }
 

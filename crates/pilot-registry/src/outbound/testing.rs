@@ -28,6 +28,36 @@ pub struct Reply {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     behaviour: Behaviour,
+    /// Answered only once this gate is open.
+    gate: Option<ReplyGate>,
+}
+
+/// Holds back the replies made with [`Reply::after`] until [`ReplyGate::open`] is called, so a
+/// test decides when a request in flight gets its answer. Clones share one gate.
+#[derive(Debug, Clone)]
+pub struct ReplyGate(Arc<tokio::sync::Semaphore>);
+
+impl Default for ReplyGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReplyGate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    /// Opens the gate: every held reply, and every later one, is answered.
+    pub fn open(&self) {
+        self.0.close();
+    }
+
+    async fn wait(&self) {
+        // A closed semaphore fails every acquire at once: that is the open gate.
+        let _ = self.0.acquire().await;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +82,7 @@ impl Reply {
             headers: Vec::new(),
             body: Vec::new(),
             behaviour: Behaviour::Complete,
+            gate: None,
         }
     }
 
@@ -106,6 +137,12 @@ impl Reply {
     /// Announces the whole body, sends `sent` bytes of it, then resets the connection.
     pub fn reset_after(mut self, sent: usize) -> Self {
         self.behaviour = Behaviour::ResetAfter { sent };
+        self
+    }
+
+    /// Answers only once `gate` is open.
+    pub fn after(mut self, gate: &ReplyGate) -> Self {
+        self.gate = Some(gate.clone());
         self
     }
 
@@ -319,6 +356,9 @@ async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> bool {
 
 /// Writes `reply`; `false` when the connection must not serve another request.
 async fn write_reply(stream: &mut TcpStream, reply: &Reply) -> bool {
+    if let Some(gate) = &reply.gate {
+        gate.wait().await;
+    }
     if let Behaviour::Hang = reply.behaviour {
         std::future::pending::<()>().await;
     }

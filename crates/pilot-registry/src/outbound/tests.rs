@@ -382,7 +382,10 @@ async fn statuses_are_returned_and_classified() {
             .send(request(Method::GET, url.as_str()))
             .await
             .unwrap();
-        results.push((response.status, classify_status(&response, &Redactor::default())));
+        results.push((
+            response.status,
+            classify_status(&response, &Redactor::default()),
+        ));
     }
     assert_eq!(results[0].0, 404);
     assert_eq!(
