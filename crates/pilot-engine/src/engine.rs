@@ -29,6 +29,9 @@ pub struct EngineConfig {
     /// The most bytes all of a run's step outputs may take together, and the most a step's
     /// resolved params may take; beyond it the step fails.
     pub max_run_state_bytes: usize,
+    /// A retry delay longer than this parks the run ([`RunOutcome::resume_after`]) instead of
+    /// holding its executor's slot while it waits; `None` never parks.
+    pub park_retries_after: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -39,6 +42,7 @@ impl Default for EngineConfig {
             preview_limit: 1024,
             max_output_bytes: 1024 * 1024,
             max_run_state_bytes: 16 * 1024 * 1024,
+            park_retries_after: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -82,6 +86,10 @@ pub struct RunOutcome {
     pub states: Vec<StepState>,
     /// Why the run failed, naming the step.
     pub error: Option<String>,
+    /// The run is parked, not ended (`status` is `Queued`): a step's next attempt is due after
+    /// this long. Its progress is written; the executor gives the run back to the queue until
+    /// then (`Database::park_run`), and whoever claims it next resumes at that attempt.
+    pub resume_after: Option<Duration>,
 }
 
 impl Engine {
@@ -110,7 +118,7 @@ impl Engine {
     /// A failing step is not an error: it is in the outcome. An error means the executor stopped
     /// before the end: it lost its lease ([`EngineError::Fenced`]) or could not write.
     pub async fn execute_plan(&self, snapshot: RunSnapshot) -> Result<RunOutcome, EngineError> {
-        run::execute(&self.parts, snapshot)
+        run::execute(&self.parts, snapshot, true)
             .await
             .map(|(outcome, _)| outcome)
     }
@@ -126,7 +134,8 @@ impl Engine {
                 snapshot.steps.len()
             )));
         }
-        let (mut outcome, last) = run::execute(&self.parts, snapshot).await?;
+        // Its caller waits for the answer: it never parks.
+        let (mut outcome, last) = run::execute(&self.parts, snapshot, false).await?;
         let state = outcome.states.pop();
         let (message, metadata) = last.unwrap_or((None, Value::Null));
         Ok(match state {

@@ -35,6 +35,7 @@ pub(crate) type LastResult = (Option<String>, Value);
 pub(crate) async fn execute(
     parts: &EngineParts,
     snapshot: RunSnapshot,
+    may_park: bool,
 ) -> Result<(RunOutcome, Option<LastResult>), EngineError> {
     let span = info_span!(
         "run",
@@ -43,7 +44,9 @@ pub(crate) async fn execute(
         steps = snapshot.steps.len(),
         epoch = snapshot.epoch,
     );
-    execute_in_span(parts, snapshot).instrument(span).await
+    execute_in_span(parts, snapshot, may_park)
+        .instrument(span)
+        .await
 }
 
 /// Why the remaining steps are skipped.
@@ -64,6 +67,9 @@ struct StepDone {
     last: LastResult,
     /// A cancellation request ended the step between two attempts: the run ends cancelled.
     cancelled: bool,
+    /// The step's next attempt is this far off: the run parks (`state` is pending, with the
+    /// attempts made so far).
+    parked: Option<Duration>,
 }
 
 /// The run-wide facts every step and write needs.
@@ -76,6 +82,8 @@ struct Executor<'a> {
     epoch: i64,
     deadline: Instant,
     cancel: CancelSignal,
+    /// Whether a long retry delay may park the run (not for callers waiting on the answer).
+    may_park: bool,
     secrets: RunSecrets,
     /// Bytes of compact JSON the run's step outputs take so far.
     state_bytes: usize,
@@ -110,6 +118,7 @@ impl RunSecrets {
 async fn execute_in_span(
     parts: &EngineParts,
     snapshot: RunSnapshot,
+    may_park: bool,
 ) -> Result<(RunOutcome, Option<LastResult>), EngineError> {
     let RunSnapshot {
         run_id,
@@ -138,6 +147,7 @@ async fn execute_in_span(
         epoch,
         deadline: deadline_after(parts.config.run_timeout),
         cancel,
+        may_park,
         secrets: RunSecrets::default(),
         state_bytes,
     };
@@ -187,10 +197,29 @@ async fn execute_in_span(
             provider = %step.provider,
             action = %step.action,
         );
+        let made = states[index].attempts;
         let done = exec
-            .run_step(index, before, step, &input, &states[..index])
+            .run_step(index, before, step, &input, &states[..index], made)
             .instrument(span)
             .await?;
+        if let Some(delay) = done.parked {
+            exec.write(vec![done.log], Some((index, done.state.clone())), None)
+                .await?;
+            states[index] = done.state;
+            info!(
+                delay_ms = millis(delay),
+                "run parked until the step's next attempt"
+            );
+            return Ok((
+                RunOutcome {
+                    status: RunStatus::Queued,
+                    states,
+                    error: None,
+                    resume_after: Some(delay),
+                },
+                None,
+            ));
+        }
         if done.cancelled {
             halt = Some(Halt::Cancelled);
         } else if done.state.status == StepStatus::Failed
@@ -220,6 +249,7 @@ async fn execute_in_span(
             status,
             states,
             error,
+            resume_after: None,
         },
         last,
     ))
@@ -295,6 +325,7 @@ enum Attempt {
 impl Executor<'_> {
     /// Runs step `index` to its end: `when`, params, attempts; writes the log rows of retried
     /// attempts and returns the last row and the final state for the caller to write.
+    /// `made` attempts were made before (a run resumed after it parked): the next is `made + 1`.
     async fn run_step(
         &mut self,
         index: usize,
@@ -302,6 +333,7 @@ impl Executor<'_> {
         step: &mut Step,
         input: &Value,
         earlier: &[StepState],
+        made: u32,
     ) -> Result<StepDone, EngineError> {
         let params = std::mem::take(&mut step.params);
         let step: &Step = step;
@@ -322,7 +354,7 @@ impl Executor<'_> {
             return Ok(done);
         }
 
-        if let Some(expr) = &step.when {
+        if let Some(expr) = step.when.as_ref().filter(|_| made == 0) {
             match self.when_holds(expr, input, before, earlier).await {
                 Ok(true) => {}
                 Ok(false) => {
@@ -335,6 +367,7 @@ impl Executor<'_> {
                         run_timed_out: false,
                         last: (None, Value::Null),
                         cancelled: false,
+                        parked: None,
                     });
                 }
                 Err(e) => {
@@ -400,7 +433,7 @@ impl Executor<'_> {
         }
         let mut redactor = self.secrets.redactor.clone();
 
-        let mut attempt = 1;
+        let mut attempt = made + 1;
         loop {
             let call_started = Instant::now();
             let run_left = self.deadline.saturating_duration_since(call_started);
@@ -457,6 +490,30 @@ impl Executor<'_> {
                 (message, format!("failed after {attempt} attempts"))
             } else {
                 match self.retry_delay(&policy, attempt, seed, &error, current.started, budget) {
+                    Ok(delay) if self.parks(delay) => {
+                        let log = LogRecord {
+                            latency_ms: millis(latency),
+                            error: Some(message),
+                            message: Some(format!(
+                                "attempt {attempt} of {attempts} failed; retrying in {} ms (the run waits in the queue)",
+                                millis(delay)
+                            )),
+                            ..self.log(index, step, attempt, "retrying")
+                        };
+                        let state = StepState {
+                            attempts: attempt,
+                            started_at: Some(current.started_at),
+                            ..StepState::pending(step.id.clone())
+                        };
+                        return Ok(StepDone {
+                            state,
+                            log,
+                            run_timed_out: false,
+                            last: (None, Value::Null),
+                            cancelled: false,
+                            parked: Some(delay),
+                        });
+                    }
                     Ok(delay) => {
                         let log = LogRecord {
                             latency_ms: millis(latency),
@@ -485,6 +542,7 @@ impl Executor<'_> {
                                 run_timed_out: false,
                                 last: (None, Value::Null),
                                 cancelled: true,
+                                parked: None,
                             });
                         }
                         continue;
@@ -569,6 +627,16 @@ impl Executor<'_> {
                 millis(ctx.timeout)
             ))),
         }
+    }
+
+    /// Whether waiting `delay` for the next attempt parks the run.
+    fn parks(&self, delay: Duration) -> bool {
+        self.may_park
+            && self
+                .parts
+                .config
+                .park_retries_after
+                .is_some_and(|after| delay > after)
     }
 
     /// How long to wait before the next attempt, or why there will be none: a server-given
@@ -703,6 +771,7 @@ impl Executor<'_> {
             run_timed_out: false,
             last: (message, metadata),
             cancelled: false,
+            parked: None,
         }
     }
 
@@ -744,6 +813,7 @@ impl Executor<'_> {
             run_timed_out: false,
             last: (None, Value::Null),
             cancelled: false,
+            parked: None,
         }
     }
 

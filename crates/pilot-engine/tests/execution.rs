@@ -260,7 +260,12 @@ async fn exhausted_retries_fail_the_step() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured_within_the_budget() {
-    let h = Harness::new();
+    // Waiting in the executor (a caller that cannot park the run).
+    let config = EngineConfig {
+        park_retries_after: None,
+        ..EngineConfig::default()
+    };
+    let h = Harness::with(config, |_, _| {});
     h.script.push([
         Answer::Err(ProviderError::Retryable {
             message: "429".into(),
@@ -1053,4 +1058,76 @@ async fn a_provider_panic_fails_its_attempt_and_the_run_goes_on() {
         h.engine.execute_plan(next).await.unwrap().status,
         RunStatus::Succeeded
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_retry_delay_parks_the_run_and_a_resume_makes_the_next_attempt() {
+    let h = Harness::new();
+    h.script.push([
+        Answer::Err(ProviderError::Retryable {
+            message: "busy".into(),
+            retry_after: Some(Duration::from_secs(60)),
+        }),
+        Answer::Ok(json!("done")),
+    ]);
+    let mut flaky = scripted("flaky", json!({}));
+    flaky.retry = Some(exact_retry(3));
+    let snap = h.start(vec![flaky, scripted("after", json!({}))], json!({}));
+    let run_id = snap.run_id.clone();
+    let outcome = h.engine.execute_plan(snap.clone()).await.unwrap();
+
+    assert_eq!(outcome.status, RunStatus::Queued);
+    assert_eq!(outcome.resume_after, Some(Duration::from_secs(60)));
+    assert_eq!(h.script.calls().len(), 1, "no waiting in the executor");
+    let stored = h.store.run(&run_id).unwrap();
+    assert_eq!(
+        stored.status,
+        RunStatus::Running,
+        "the caller parks it, not the engine"
+    );
+    assert_eq!(stored.states[0].status, StepStatus::Pending);
+    assert_eq!(stored.states[0].attempts, 1);
+    assert_eq!(
+        h.log_summary(),
+        vec![("flaky".into(), 1, "retrying".into())]
+    );
+
+    // Whoever claims it next resumes at attempt 2, with the same key.
+    let resumed = pilot_core::RunSnapshot {
+        states: stored.states,
+        ..snap
+    };
+    let outcome = h.engine.execute_plan(resumed).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(outcome.resume_after, None);
+    assert_eq!(outcome.states[0].attempts, 2);
+    let calls = h.script.calls();
+    assert_eq!(calls.len(), 3);
+    assert_eq!(calls[0].idempotency_key, calls[1].idempotency_key);
+    assert_eq!(
+        h.log_summary(),
+        vec![
+            ("flaky".into(), 1, "retrying".into()),
+            ("flaky".into(), 2, "succeeded".into()),
+            ("after".into(), 1, "succeeded".into()),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn execute_step_never_parks() {
+    let h = Harness::new();
+    h.script.push([
+        Answer::Err(ProviderError::Retryable {
+            message: "busy".into(),
+            retry_after: Some(Duration::from_secs(20)),
+        }),
+        Answer::Ok(json!("done")),
+    ]);
+    let mut flaky = scripted("flaky", json!({}));
+    flaky.retry = Some(exact_retry(2));
+    let snap = h.start(vec![flaky], json!({}));
+    let result = h.engine.execute_step(snap).await.unwrap();
+    assert!(result.success);
+    assert_eq!(result.output, json!("done"));
 }

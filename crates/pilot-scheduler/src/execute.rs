@@ -118,6 +118,21 @@ async fn run_under_lease(ctx: &RunContext, claimed: ClaimedRun, claimed_at: Inst
     };
 
     match end {
+        End::Done(Ok(RunOutcome {
+            resume_after: Some(delay),
+            ..
+        })) => match ctx.db.park_run(&user, &run_id, epoch, delay).await {
+            Ok(()) => {
+                ctx.metrics.parked();
+                info!(
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "run parked: its slot is free until the next attempt"
+                );
+            }
+            Err(e) => {
+                warn!(error = %e, "could not park the run; it will be taken over when its lease expires")
+            }
+        },
         End::Done(Ok(outcome)) => {
             ctx.metrics.finished(outcome.status.as_str());
             info!(status = outcome.status.as_str(), "run finished");

@@ -25,6 +25,7 @@ pub struct SchedulerMetrics {
     leases_lost: Counter,
     finished: Family<Label, Counter>,
     released: Counter,
+    parked: Counter,
     looks: Counter,
 }
 
@@ -45,6 +46,7 @@ impl Default for SchedulerMetrics {
             leases_lost: Counter::default(),
             finished: Family::default(),
             released: Counter::default(),
+            parked: Counter::default(),
             looks: Counter::default(),
         }
     }
@@ -109,6 +111,11 @@ impl SchedulerMetrics {
             metrics.released.clone(),
         );
         r.register(
+            "runs_parked",
+            "Runs this process parked in the queue until a step's next attempt (a long retry delay)",
+            metrics.parked.clone(),
+        );
+        r.register(
             "database_looks",
             "Times the worker looked at the database to decide what to do (one read query each)",
             metrics.looks.clone(),
@@ -161,6 +168,15 @@ impl SchedulerMetrics {
 
     pub(crate) fn released(&self) {
         self.released.inc();
+    }
+
+    pub(crate) fn parked(&self) {
+        self.parked.inc();
+    }
+
+    /// Runs this process parked so far.
+    pub fn parked_count(&self) -> u64 {
+        self.parked.get()
     }
 
     /// Times the worker looked at the database so far: its idle cost.

@@ -309,17 +309,24 @@ impl Worker {
             if !free_slot {
                 // Every slot is busy: nothing can be claimed before one frees.
                 slot = true;
-            } else if let Some(expiry) = info.next_lease_expiry {
-                // Lease expiries are on the database's clock: measure from when we asked. An
-                // expiry already past is one another worker is claiming right now: look again
-                // shortly, not at once.
-                let ahead = (expiry - info.db_now).to_std().unwrap_or(Duration::ZERO);
-                let at = if ahead.is_zero() {
-                    Instant::now() + PAST_EXPIRY_RETRY
-                } else {
-                    asked + ahead + EXPIRY_MARGIN
-                };
-                until = until.min(at);
+            } else {
+                if let Some(expiry) = info.next_lease_expiry {
+                    // Lease expiries are on the database's clock: measure from when we asked.
+                    // An expiry already past is one another worker is claiming right now: look
+                    // again shortly, not at once.
+                    let ahead = (expiry - info.db_now).to_std().unwrap_or(Duration::ZERO);
+                    let at = if ahead.is_zero() {
+                        Instant::now() + PAST_EXPIRY_RETRY
+                    } else {
+                        asked + ahead + EXPIRY_MARGIN
+                    };
+                    until = until.min(at);
+                }
+                if let Some(available) = info.next_available {
+                    // A parked run becomes claimable then (also on the database's clock).
+                    let ahead = (available - info.db_now).to_std().unwrap_or(Duration::ZERO);
+                    until = until.min(asked + ahead + EXPIRY_MARGIN);
+                }
             }
         }
         let fire_at = if self.config.fire_schedules {

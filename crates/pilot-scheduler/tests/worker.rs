@@ -348,3 +348,67 @@ async fn an_idle_worker_looks_at_the_database_rarely() {
         worker.stop().await;
     }
 }
+
+/// A step whose next attempt is far off parks its run: the worker's only slot is free for
+/// another user's run meanwhile, and the parked run resumes at its next attempt (same
+/// idempotency key) when its time comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_retry_parks_the_run_and_frees_the_slot_for_other_users() {
+    for t in TestDb::all().await {
+        let db = t.db().clone();
+        let server = FakeServer::start(vec![Reply::status(429).header("retry-after", "2"), ok()])
+            .await
+            .unwrap();
+        let alice = user(&db).await;
+        let bob = user(&db).await;
+        let mut cfg = config("parking");
+        cfg.concurrency = 1;
+        let engine = engine_with(
+            &db,
+            pilot_engine::EngineConfig {
+                park_retries_after: Some(Duration::from_millis(500)),
+                ..pilot_engine::EngineConfig::default()
+            },
+        );
+        let worker = Running::start_with(&db, cfg, Arc::new(SystemClock), engine);
+        let mut step = post_step("call", server.url("/a").as_str());
+        step.retry = Some(pilot_core::RetryPolicy {
+            max_attempts: 2,
+            ..pilot_core::RetryPolicy::default()
+        });
+        let slow = enqueue(&db, &alice, vec![step]).await;
+        worker.signal.notify_one();
+        wait_requests(&server, 1).await;
+        let parked = wait_status(&db, &alice, &slow, RunStatus::Queued).await;
+        assert_eq!(parked.states[0].status, StepStatus::Pending);
+        assert_eq!(parked.states[0].attempts, 1);
+        assert_eq!(parked.lease_owner, None, "the lease was given up");
+
+        // Bob's run gets the only slot while Alice's waits for its retry.
+        let quick = enqueue(
+            &db,
+            &bob,
+            vec![post_step("call", server.url("/b").as_str())],
+        )
+        .await;
+        worker.signal.notify_one();
+        wait_status(&db, &bob, &quick, RunStatus::Succeeded).await;
+        assert_eq!(
+            run(&db, &alice, &slow).await.status,
+            RunStatus::Queued,
+            "still parked when Bob's run finished"
+        );
+
+        let done = wait_status(&db, &alice, &slow, RunStatus::Succeeded).await;
+        assert_eq!(done.states[0].attempts, 2);
+        let paths: Vec<String> = server.requests().iter().map(|r| r.target.clone()).collect();
+        assert_eq!(paths, vec!["/a", "/b", "/a"]);
+        let keys = keys(&server);
+        assert_eq!(
+            keys[0], keys[2],
+            "the retry carries the same idempotency key"
+        );
+        assert_eq!(worker.metrics.parked_count(), 1);
+        worker.stop().await;
+    }
+}

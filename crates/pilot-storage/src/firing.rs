@@ -102,6 +102,8 @@ pub struct WakeInfo {
     pub queued: u64,
     /// The earliest lease expiry of a running run.
     pub next_lease_expiry: Option<DateTime<Utc>>,
+    /// The earliest time a parked run becomes claimable (after `db_now`).
+    pub next_available: Option<DateTime<Utc>>,
 }
 
 #[derive(QueryableByName)]
@@ -114,6 +116,8 @@ struct WakeRow {
     queued: i64,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
     next_lease_expiry: Option<NaiveDateTime>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
+    next_available: Option<NaiveDateTime>,
 }
 
 impl Database {
@@ -122,16 +126,21 @@ impl Database {
     pub async fn wake_info(&self) -> Result<WakeInfo, StorageError> {
         self.run(|conn| {
             transaction(conn, Scope::Scheduler, Mode::Read, |conn| {
+                // `{now}` is the backend's spelling of the database's clock; parked runs count
+                // as queued once their time has come.
                 const REST: &str = "(SELECT min(next_run_at) FROM schedules WHERE enabled) AS next_fire_at, \
-                     (SELECT count(*) FROM runs WHERE status = 'queued') AS queued, \
-                     (SELECT min(lease_expires_at) FROM runs WHERE status = 'running') AS next_lease_expiry";
+                     (SELECT count(*) FROM runs WHERE status = 'queued' \
+                        AND (available_at IS NULL OR available_at <= {now})) AS queued, \
+                     (SELECT min(lease_expires_at) FROM runs WHERE status = 'running') AS next_lease_expiry, \
+                     (SELECT min(available_at) FROM runs WHERE status = 'queued' \
+                        AND available_at > {now}) AS next_available";
+                let query = |now: &str| {
+                    format!("SELECT {now} AS db_now, {}", REST.replace("{now}", now))
+                };
                 let row: WakeRow = match conn {
-                    DbConn::Pg(c) => {
-                        diesel::sql_query(format!("SELECT (now() AT TIME ZONE 'UTC') AS db_now, {REST}")).get_result(c)?
-                    }
+                    DbConn::Pg(c) => diesel::sql_query(query("(now() AT TIME ZONE 'UTC')")).get_result(c)?,
                     DbConn::Sqlite(c) => {
-                        diesel::sql_query(format!("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now') AS db_now, {REST}"))
-                            .get_result(c)?
+                        diesel::sql_query(query("strftime('%Y-%m-%d %H:%M:%f', 'now')")).get_result(c)?
                     }
                 };
                 Ok(WakeInfo {
@@ -139,6 +148,7 @@ impl Database {
                     next_fire_at: row.next_fire_at.map(to_utc),
                     queued: u64::try_from(row.queued).unwrap_or(0),
                     next_lease_expiry: row.next_lease_expiry.map(to_utc),
+                    next_available: row.next_available.map(to_utc),
                 })
             })
         })

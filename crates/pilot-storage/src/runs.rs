@@ -1134,6 +1134,47 @@ impl Database {
         .await
     }
 
+    /// Parks a run the caller holds under `epoch`: it goes back to the queue, its lease given up,
+    /// and no worker claims it before `delay` has passed on the database's clock (a step whose
+    /// next retry is far off waits as a row, not in a worker's slot). Listening workers are
+    /// told, so they can plan their wake-up. [`StorageError::StaleEpoch`] when the lease was
+    /// lost.
+    pub async fn park_run(
+        &self,
+        user: &UserId,
+        id: &RunId,
+        epoch: i64,
+        delay: std::time::Duration,
+    ) -> Result<(), StorageError> {
+        let (user, id) = (user.clone(), id.clone());
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
+                let at = db_now(conn)?;
+                let until = lease_end(at, delay)?;
+                let n = diesel::update(
+                    runs::table
+                        .filter(runs::id.eq(id.as_str()))
+                        .filter(runs::user_id.eq(user.as_str()))
+                        .filter(runs::lease_epoch.eq(epoch))
+                        .filter(runs::status.eq(RunStatus::Running.as_str())),
+                )
+                .set((
+                    runs::status.eq(RunStatus::Queued.as_str()),
+                    runs::lease_owner.eq(None::<String>),
+                    runs::lease_expires_at.eq(None::<NaiveDateTime>),
+                    runs::available_at.eq(Some(until)),
+                    runs::updated_at.eq(at),
+                ))
+                .execute(conn)?;
+                if n == 0 {
+                    return Err(fence_failure(conn, &user, &id));
+                }
+                notify_runs(conn)
+            })
+        })
+        .await
+    }
+
     /// Queue counters across all users.
     pub async fn queue_stats(&self) -> Result<QueueStats, StorageError> {
         self.run(|conn| {
@@ -1190,8 +1231,52 @@ enum PickKind {
     Abandoned { at: NaiveDateTime, cap: i32 },
 }
 
-/// Selects (id, user_id, status, takeover_count) of runs to change, oldest first, locking them
-/// on PostgreSQL and skipping rows another worker holds.
+/// The claim order: round-robin between users, oldest first within each. Every user's oldest
+/// claimable run comes before any user's second, so one user's flood of queued runs delays
+/// another user's run by at most one claim. The window runs over the claimable rows (queued,
+/// or with an expired lease); rows are locked afterwards, by id, because PostgreSQL allows no
+/// `FOR UPDATE` with a window function.
+const FAIR_ORDER: &str = "SELECT id FROM ( \
+       SELECT id, created_at, \
+         ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY created_at, id) AS turn \
+       FROM runs \
+       WHERE (status = 'queued' AND (available_at IS NULL OR available_at <= {p1})) \
+          OR (status = 'running' AND lease_expires_at < {p1} AND takeover_count < {p2}) \
+     ) claimable ORDER BY turn, created_at, id LIMIT {p3}";
+
+#[derive(QueryableByName)]
+struct CandidateId {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+}
+
+/// The ids of up to `limit` claimable runs in the fair claim order ([`FAIR_ORDER`]).
+fn fair_candidates(
+    conn: &mut DbConn,
+    at: NaiveDateTime,
+    cap: i32,
+    limit: i64,
+) -> Result<Vec<String>, StorageError> {
+    use diesel::sql_types::{BigInt, Integer, Timestamp};
+    let (p1, p2, p3) = match conn {
+        DbConn::Pg(_) => ("$1", "$2", "$3"),
+        DbConn::Sqlite(_) => ("?1", "?2", "?3"),
+    };
+    let sql = FAIR_ORDER
+        .replace("{p1}", p1)
+        .replace("{p2}", p2)
+        .replace("{p3}", p3);
+    let query = diesel::sql_query(sql)
+        .bind::<Timestamp, _>(at)
+        .bind::<Integer, _>(cap)
+        .bind::<BigInt, _>(limit);
+    let rows: Vec<CandidateId> = query.load(conn)?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// Selects (id, user_id, status, takeover_count) of runs to change, locking them on PostgreSQL
+/// and skipping rows another worker holds: claimable runs in the fair order, abandoned ones
+/// oldest first.
 fn pick(
     conn: &mut DbConn,
     kind: PickKind,
@@ -1206,16 +1291,26 @@ fn pick(
     // FOR UPDATE cannot ride on a boxed query, so each case is spelled out per backend.
     Ok(match kind {
         PickKind::Claimable { at, cap } => {
-            let query = base.filter(
-                runs::status.eq(queued).or(runs::status
-                    .eq(running)
-                    .and(runs::lease_expires_at.lt(at))
-                    .and(runs::takeover_count.lt(cap))),
+            let order = fair_candidates(conn, at, cap, limit)?;
+            if order.is_empty() {
+                return Ok(Vec::new());
+            }
+            // The same conditions again: a row may have changed since it was read.
+            let query = base.filter(runs::id.eq_any(order.clone())).filter(
+                runs::status
+                    .eq(queued)
+                    .and(runs::available_at.is_null().or(runs::available_at.le(at)))
+                    .or(runs::status
+                        .eq(running)
+                        .and(runs::lease_expires_at.lt(at))
+                        .and(runs::takeover_count.lt(cap))),
             );
-            match conn {
+            let mut rows: Vec<(String, String, String, i32)> = match conn {
                 DbConn::Pg(c) => query.for_update().skip_locked().load(c)?,
                 DbConn::Sqlite(c) => query.load(c)?,
-            }
+            };
+            rows.sort_by_key(|row| order.iter().position(|id| *id == row.0));
+            rows
         }
         PickKind::Abandoned { at, cap } => {
             let query = base

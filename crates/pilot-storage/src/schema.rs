@@ -61,6 +61,7 @@ diesel::table! {
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
         updated_at -> Timestamp,
+        available_at -> Nullable<Timestamp>,
     }
 }
 

@@ -27,6 +27,11 @@ use tokio::task::JoinHandle;
 
 /// An engine over `db` with the webhook provider, allowed to reach 127.0.0.1 only.
 pub(crate) fn engine(db: &Database) -> Arc<Engine> {
+    engine_with(db, EngineConfig::default())
+}
+
+/// [`engine`] with `config`.
+pub(crate) fn engine_with(db: &Database, config: EngineConfig) -> Arc<Engine> {
     let mut registry = Registry::new();
     pilot_provider_http::register(&mut registry).unwrap();
     let http = OutboundClient::new(OutboundConfig {
@@ -41,7 +46,7 @@ pub(crate) fn engine(db: &Database) -> Arc<Engine> {
         runs,
         credentials,
         http: Arc::new(http),
-        config: EngineConfig::default(),
+        config,
     }))
 }
 
@@ -90,9 +95,19 @@ pub(crate) struct Running {
 impl Running {
     /// Starts a worker over `db` with `config`, reading due times from `clock`.
     pub(crate) fn start(db: &Database, config: WorkerConfig, clock: Arc<dyn Clock>) -> Self {
+        Self::start_with(db, config, clock, engine(db))
+    }
+
+    /// [`Running::start`] executing with `engine`.
+    pub(crate) fn start_with(
+        db: &Database,
+        config: WorkerConfig,
+        clock: Arc<dyn Clock>,
+        engine: Arc<Engine>,
+    ) -> Self {
         let signal = Arc::new(Notify::new());
         let metrics = SchedulerMetrics::default();
-        let worker = Worker::new(config, db.clone(), engine(db), signal.clone())
+        let worker = Worker::new(config, db.clone(), engine, signal.clone())
             .with_clock(clock)
             .with_metrics(metrics.clone());
         let (stop, stopped) = oneshot::channel::<()>();

@@ -23,6 +23,8 @@ on_both_backends!(
     group_commit_loses_nothing,
     a_bad_write_does_not_fail_its_batch,
     a_lease_past_the_calendar_is_refused,
+    claims_take_turns_between_users,
+    a_parked_run_waits_for_its_time,
 );
 
 fn lease(ttl: Duration) -> Lease {
@@ -594,4 +596,82 @@ async fn a_lease_past_the_calendar_is_refused(t: &TestDb) {
         matches!(beat, Err(StorageError::InvalidInput(_))),
         "{beat:?}"
     );
+}
+
+async fn claims_take_turns_between_users(t: &TestDb) {
+    let db = t.db();
+    let flood = user(db, "flood").await;
+    let other = user(db, "other").await;
+    for _ in 0..30 {
+        db.enqueue_run(&flood, &new_run(None, &["a"]))
+            .await
+            .unwrap();
+    }
+    let late = db
+        .enqueue_run(&other, &new_run(None, &["a"]))
+        .await
+        .unwrap();
+    // One claim of two: the flood's oldest run and the other user's, whatever their ages.
+    let claimed = db
+        .claim_runs(&claim("w1", 2, Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .claimed;
+    let owners: HashSet<UserId> = claimed.iter().map(|c| c.snapshot.user_id.clone()).collect();
+    assert_eq!(owners, HashSet::from([flood.clone(), other.clone()]));
+    assert!(claimed.iter().any(|c| c.snapshot.run_id == late.id));
+    // Within a user, oldest first; the rest of the flood follows.
+    let rest = db
+        .claim_runs(&claim("w1", 100, Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .claimed;
+    assert_eq!(rest.len(), 29);
+}
+
+async fn a_parked_run_waits_for_its_time(t: &TestDb) {
+    let db = t.db();
+    let u = user(db, "u").await;
+    db.enqueue_run(&u, &new_run(None, &["a"])).await.unwrap();
+    let first = db
+        .claim_runs(&claim("w1", 10, Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .claimed
+        .remove(0);
+    let id = first.snapshot.run_id.clone();
+    // A stale epoch cannot park it.
+    assert!(matches!(
+        db.park_run(&u, &id, first.snapshot.epoch + 1, Duration::from_secs(1))
+            .await,
+        Err(StorageError::StaleEpoch)
+    ));
+    db.park_run(&u, &id, first.snapshot.epoch, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let row = db.run_by_id(&u, &id).await.unwrap().unwrap();
+    assert_eq!(row.status, RunStatus::Queued);
+    assert_eq!(row.lease_owner, None);
+    let info = db.wake_info().await.unwrap();
+    assert_eq!(info.queued, 0, "a parked run is not claimable yet");
+    let due = info.next_available.unwrap();
+    // Database time: SQLite reads it to the millisecond.
+    assert!(due > info.db_now && due <= info.db_now + chrono::Duration::milliseconds(301));
+    assert!(
+        db.claim_runs(&claim("w2", 10, Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .claimed
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(db.wake_info().await.unwrap().queued, 1);
+    let again = db
+        .claim_runs(&claim("w2", 10, Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .claimed;
+    assert_eq!(again.len(), 1);
+    assert!(!again[0].taken_over, "parking is not a takeover");
+    assert_eq!(again[0].snapshot.epoch, first.snapshot.epoch + 1);
 }
