@@ -112,6 +112,18 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                 ));
                 Ok(())
             }
+            Some(Command::Backup { to }) => {
+                let db = open(&cli.config, false).await?;
+                let bytes = db
+                    .backup_to(&to)
+                    .await
+                    .with_context(|| format!("backing up to {}", to.display()))?;
+                say(&format!(
+                    "backup written to {} ({bytes} bytes); keep the master key with it, apart",
+                    to.display()
+                ));
+                Ok(())
+            }
             Some(Command::Logs(LogsCommand::Prune { older_than })) => {
                 let db = open(&cli.config, false).await?;
                 let cutoff = chrono::Utc::now() - older_than;
@@ -332,6 +344,10 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
     let scheduler_metrics = pilot_scheduler::SchedulerMetrics::register(metrics.registry_mut());
     let settings = ApiSettings {
         body_limit: serve.body_limit,
+        max_queue_depth: serve.max_queue_depth,
+        auth_failures_per_minute: serve.auth_failures_per_minute,
+        requests_per_minute: serve.requests_per_minute,
+        hook_calls_per_minute: serve.hook_calls_per_minute,
         ..ApiSettings::default()
     };
     let state = AppState::new(AppParts {

@@ -167,6 +167,25 @@ pub(crate) struct ServeArgs {
           default_value_t = pilot_engine::EngineConfig::default().max_run_state_bytes)]
     pub(crate) max_run_state_bytes: usize,
 
+    /// Above this many queued runs, async submissions (`async: true`, inbound webhooks) get 503
+    /// with Retry-After instead of growing the queue without bound; 0: no limit.
+    #[arg(long, global = true, env = "PILOT_MAX_QUEUE_DEPTH", default_value_t = pilot_api::DEFAULT_MAX_QUEUE_DEPTH)]
+    pub(crate) max_queue_depth: u64,
+
+    /// Failed authentications allowed per minute from one client address (and with one token
+    /// prefix); past it, tokens not seen to succeed get 429 without a lookup. 0: no limit.
+    #[arg(long, global = true, env = "PILOT_AUTH_FAILURES_PER_MINUTE", default_value_t = pilot_api::ApiSettings::default().auth_failures_per_minute)]
+    pub(crate) auth_failures_per_minute: u32,
+
+    /// API requests allowed per minute per user (429 with RateLimit headers past it). 0: no
+    /// limit.
+    #[arg(long, global = true, env = "PILOT_REQUESTS_PER_MINUTE", default_value_t = pilot_api::ApiSettings::default().requests_per_minute)]
+    pub(crate) requests_per_minute: u32,
+
+    /// Calls allowed per minute per inbound webhook. 0: no limit.
+    #[arg(long, global = true, env = "PILOT_HOOK_CALLS_PER_MINUTE", default_value_t = pilot_api::ApiSettings::default().hook_calls_per_minute)]
+    pub(crate) hook_calls_per_minute: u32,
+
     /// Takeovers allowed per run: a run whose worker died (its lease expired) more often than
     /// this is quarantined, failed with a message saying so, instead of crashing the next worker.
     #[arg(long, global = true, env = "PILOT_MAX_TAKEOVERS", default_value_t = pilot_scheduler::WorkerConfig::DEFAULT_MAX_TAKEOVERS)]
@@ -196,6 +215,14 @@ pub(crate) enum Command {
     /// Manage execution logs.
     #[command(subcommand)]
     Logs(LogsCommand),
+    /// Write a consistent copy of the SQLite database to a new file while the server runs
+    /// (PostgreSQL: use pg_dump). The copy is a complete database: restore it by pointing
+    /// `--database-url` (or the data directory) at it, with the same master key.
+    Backup {
+        /// The file to create (it must not exist).
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
 }
 
 /// `users ...`

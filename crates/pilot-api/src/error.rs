@@ -24,9 +24,11 @@
 //! | 409 | `conflict` | the change conflicts with the current state (a taken name, a finished run) |
 //! | 413 | `payload_too_large` | the body exceeds the configured limit (checked before and while reading it) |
 //! | 415 | `unsupported_media_type` | a body that is not `application/json` |
+//! | 429 | `auth_throttled`, `rate_limited` | too many failed authentications from one address (or with one token prefix), too many requests by one user, or too many calls of one inbound webhook; `Retry-After` says when to try again |
 //! | 422 | `unprocessable` | a well-formed request the object's state cannot serve: scheduling a plan that has no cron trigger; generating a plan without a key stored for the chosen provider (`details.field` = `provider`) or when the model's plan is still invalid after a second attempt (`details.field` = `prompt`, with `details.errors` and `details.draft`) |
 //! | 502 | `model_failed` | `POST /api/plans/generate`: the model call failed (transport, vendor refusal, an answer that is not JSON in JSON mode); `details.retryable` says whether trying again may help |
 //! | 503 | `database_unavailable` | the database cannot be reached; the request changed nothing and may be retried |
+//! | 503 | `queue_full` | an async submission while the run queue is over the server's limit; `Retry-After` says when to try again |
 //! | 500 | `internal` | a bug or a corrupt stored value; never caused by request input. The cause is logged, the body says only that it happened |
 //!
 //! A 4xx changes nothing: handlers validate everything before their first write, and each
@@ -50,6 +52,16 @@ pub struct ApiError {
     message: String,
     details: Value,
     allow: Option<String>,
+    /// `Retry-After` and `RateLimit-*` headers (boxed: most errors have none).
+    later: Option<Box<Later>>,
+}
+
+/// When to try again: seconds for `Retry-After`, and `RateLimit-Limit`, `-Remaining` and
+/// `-Reset` when a budget refused the request.
+#[derive(Debug, Clone, PartialEq)]
+struct Later {
+    retry_after: u64,
+    rate: Option<(u32, u32, u64)>,
 }
 
 impl ApiError {
@@ -61,6 +73,7 @@ impl ApiError {
             message: message.into(),
             details: Value::Null,
             allow: None,
+            later: None,
         }
     }
 
@@ -174,6 +187,45 @@ impl ApiError {
     pub fn unprocessable(field: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
             .with_details(json!({ "field": field }))
+    }
+
+    /// A 429: too many requests; retry after `seconds`.
+    pub(crate) fn too_many(code: &'static str, message: impl Into<String>, seconds: u64) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, code, message);
+        error.later = Some(Box::new(Later {
+            retry_after: seconds.max(1),
+            rate: None,
+        }));
+        error
+    }
+
+    /// The same error with `RateLimit-*` headers: the limit, what is left, seconds to reset.
+    pub(crate) fn with_rate(mut self, limit: u32, remaining: u32, reset: u64) -> Self {
+        let later = self.later.get_or_insert_with(|| {
+            Box::new(Later {
+                retry_after: reset.max(1),
+                rate: None,
+            })
+        });
+        later.rate = Some((limit, remaining, reset));
+        self
+    }
+
+    /// A 503 for an async submission while the queue holds `max` runs or more.
+    pub fn queue_full(max: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!(
+                "the run queue holds {max} runs or more (the server's limit); nothing was queued, \
+                 retry after the Retry-After delay"
+            ),
+        );
+        error.later = Some(Box::new(Later {
+            retry_after: 5,
+            rate: None,
+        }));
+        error
     }
 
     /// A 503: the database cannot be reached.
@@ -295,6 +347,14 @@ impl ResponseError for ApiError {
             && let Ok(value) = HeaderValue::from_str(allow)
         {
             response.insert_header((header::ALLOW, value));
+        }
+        if let Some(later) = &self.later {
+            response.insert_header((header::RETRY_AFTER, later.retry_after.to_string()));
+            if let Some((limit, remaining, reset)) = later.rate {
+                response.insert_header(("RateLimit-Limit", limit.to_string()));
+                response.insert_header(("RateLimit-Remaining", remaining.to_string()));
+                response.insert_header(("RateLimit-Reset", reset.to_string()));
+            }
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::web::{Bytes, BytesMut, Data};
-use actix_web::{FromRequest, HttpRequest};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest};
 use futures_util::StreamExt as _;
 use pilot_core::UserId;
 use serde::de::DeserializeOwned;
@@ -39,17 +39,50 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer_token(req);
         let state = req.app_data::<Data<AppState>>().cloned();
+        let address = client_address(req);
+        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal(&"AppState is not registered"))?;
+            let throttle = state.throttle();
             let Some(token) = token else {
+                throttle.auth_failed(&address, None);
                 return Err(ApiError::unauthorized());
             };
-            match state.db().authenticate(&token).await? {
-                Some(user) => Ok(Caller { user }),
-                None => Err(ApiError::unauthorized()),
+            if let Some(seconds) = throttle.auth_refused(&address, &token) {
+                return Err(ApiError::too_many(
+                    "auth_throttled",
+                    "too many failed authentication attempts from this address; retry later",
+                    seconds,
+                ));
             }
+            let Some(user) = state.db().authenticate(&token).await? else {
+                throttle.auth_failed(&address, Some(&token));
+                return Err(ApiError::unauthorized());
+            };
+            throttle.auth_succeeded(&token);
+            let decision = throttle.request(user.as_str());
+            req.extensions_mut().insert(decision);
+            if !decision.allowed {
+                return Err(ApiError::too_many(
+                    "rate_limited",
+                    format!(
+                        "more than {} requests in a minute; retry after the Retry-After delay",
+                        decision.limit
+                    ),
+                    decision.reset,
+                )
+                .with_rate(decision.limit, decision.remaining, decision.reset));
+            }
+            Ok(Caller { user })
         })
     }
+}
+
+/// The client's address as the failure budget knows it: the connection's peer (forwarding
+/// headers are not trusted; behind a proxy every client shares the proxy's budget).
+fn client_address(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string())
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if the header has that form.

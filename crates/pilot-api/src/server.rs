@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use actix_web::HttpMessage as _;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{Next, from_fn};
@@ -158,7 +159,31 @@ async fn access_log(
     let pattern = req.match_pattern();
     let path = loggable_path(req.path());
     let state = req.app_data::<Data<AppState>>().cloned();
-    let result = next.call(req).await;
+    let mut result = next.call(req).await;
+    // An authenticated request's place in its user's budget (the Caller extractor left it).
+    if let Ok(res) = &mut result {
+        let decision = res
+            .request()
+            .extensions()
+            .get::<crate::throttle::Decision>()
+            .copied();
+        if let Some(d) = decision.filter(|d| d.limit > 0) {
+            let headers = res.headers_mut();
+            let values: [(&'static str, String); 3] = [
+                ("ratelimit-limit", d.limit.to_string()),
+                ("ratelimit-remaining", d.remaining.to_string()),
+                ("ratelimit-reset", d.reset.to_string()),
+            ];
+            for (name, value) in values {
+                if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&value) {
+                    headers.insert(
+                        actix_web::http::header::HeaderName::from_static(name),
+                        value,
+                    );
+                }
+            }
+        }
+    }
     let status = match &result {
         Ok(res) => res.status().as_u16(),
         Err(e) => e.as_response_error().status_code().as_u16(),

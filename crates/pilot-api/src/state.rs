@@ -13,7 +13,9 @@ use pilot_storage::Database;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
+use crate::ApiError;
 use crate::metrics::{MeteredRunStore, Metrics};
+use crate::throttle::Throttle;
 
 /// The request body limit when none is configured: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -31,7 +33,25 @@ pub struct ApiSettings {
     pub lease_owner: String,
     /// How long an inline execution's lease lasts between renewals.
     pub lease_ttl: Duration,
+    /// Above this many queued runs, async submissions (`async: true`, inbound webhooks) are
+    /// refused with 503 and `Retry-After` instead of growing the queue without bound; 0 never
+    /// refuses.
+    pub max_queue_depth: u64,
+    /// Failed authentications allowed per minute from one client address (and with one token
+    /// prefix); past it, tokens this process has not seen succeed get 429. 0: no limit.
+    pub auth_failures_per_minute: u32,
+    /// API requests allowed per minute per user (429 with `RateLimit-*` headers past it). 0: no
+    /// limit.
+    pub requests_per_minute: u32,
+    /// Calls allowed per minute per inbound webhook token. 0: no limit.
+    pub hook_calls_per_minute: u32,
 }
+
+/// The default of [`ApiSettings::max_queue_depth`].
+pub const DEFAULT_MAX_QUEUE_DEPTH: u64 = 100_000;
+
+/// How long a sampled queue depth is trusted before the next submission samples it again.
+const QUEUE_SAMPLE_TTL: Duration = Duration::from_secs(1);
 
 impl Default for ApiSettings {
     fn default() -> Self {
@@ -39,6 +59,10 @@ impl Default for ApiSettings {
             body_limit: DEFAULT_BODY_LIMIT,
             lease_owner: format!("api:{}:{}", std::process::id(), pilot_core::new_id()),
             lease_ttl: DEFAULT_LEASE_TTL,
+            max_queue_depth: DEFAULT_MAX_QUEUE_DEPTH,
+            auth_failures_per_minute: 30,
+            requests_per_minute: 6000,
+            hook_calls_per_minute: 600,
         }
     }
 }
@@ -78,6 +102,9 @@ struct Inner {
     runtime: Option<tokio::runtime::Handle>,
     /// That work, so a shutdown can wait for it.
     work: TaskTracker,
+    /// The queue depth as last sampled, plus the submissions accepted since, and when.
+    queue: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
+    throttle: Throttle,
 }
 
 impl std::fmt::Debug for AppState {
@@ -106,6 +133,11 @@ impl AppState {
             http: parts.http.clone(),
             config: parts.engine,
         });
+        let throttle = Throttle::new(
+            parts.settings.auth_failures_per_minute,
+            parts.settings.requests_per_minute,
+            parts.settings.hook_calls_per_minute,
+        );
         Self {
             inner: Arc::new(Inner {
                 db: parts.db,
@@ -117,6 +149,8 @@ impl AppState {
                 settings: parts.settings,
                 runtime: tokio::runtime::Handle::try_current().ok(),
                 work: TaskTracker::new(),
+                queue: std::sync::Mutex::new((0, None)),
+                throttle,
             }),
         }
     }
@@ -171,6 +205,50 @@ impl AppState {
             Some(handle) => self.inner.work.spawn_on(work, handle),
             None => self.inner.work.spawn(work),
         }
+    }
+
+    /// The request throttles.
+    pub(crate) fn throttle(&self) -> &Throttle {
+        &self.inner.throttle
+    }
+
+    /// Admits one async submission, or refuses it with 503 `queue_full` when the queue is
+    /// deeper than [`ApiSettings::max_queue_depth`]. The depth is sampled from the database at
+    /// most once a second (and counted up by each submission admitted in between), so the check
+    /// costs no query on the hot path.
+    pub(crate) async fn admit_queued(&self) -> Result<(), ApiError> {
+        let max = self.inner.settings.max_queue_depth;
+        if max == 0 {
+            return Ok(());
+        }
+        let fresh = |sampled: Option<std::time::Instant>| {
+            sampled.is_some_and(|at| at.elapsed() < QUEUE_SAMPLE_TTL)
+        };
+        let known = {
+            let queue = self.queue_lock();
+            fresh(queue.1).then_some(queue.0)
+        };
+        let depth = match known {
+            Some(depth) => depth,
+            None => {
+                let sampled = self.inner.db.wake_info().await?.queued;
+                let mut queue = self.queue_lock();
+                *queue = (sampled, Some(std::time::Instant::now()));
+                sampled
+            }
+        };
+        if depth >= max {
+            return Err(ApiError::queue_full(max));
+        }
+        self.queue_lock().0 += 1;
+        Ok(())
+    }
+
+    fn queue_lock(&self) -> std::sync::MutexGuard<'_, (u64, Option<std::time::Instant>)> {
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits until the work that requests started has ended (a shutdown calls it after the HTTP

@@ -499,3 +499,147 @@ async fn documented_edge_forms_are_accepted() {
         assert!(reply.body["items"].is_array(), "{path}: {}", reply.text);
     }
 }
+
+/// Above the configured queue depth, async submissions are refused with 503 and Retry-After,
+/// and nothing is queued; inline runs still run.
+#[actix_web::test]
+async fn async_submissions_over_the_queue_limit_get_503_with_retry_after() {
+    for world in World::all().await {
+        let state = pilot_api::AppState::new(pilot_api::AppParts {
+            db: world.db.db().clone(),
+            registry: world.state.registry().clone(),
+            http: world.state.outbound().clone(),
+            engine: pilot_engine::EngineConfig::default(),
+            metrics: pilot_api::Metrics::new(),
+            settings: pilot_api::ApiSettings {
+                max_queue_depth: 2,
+                ..pilot_api::ApiSettings::default()
+            },
+        });
+        let app = support::app_for(state).await;
+        let alice = &world.alice;
+        let plan = json!({ "plan": { "name": "q", "steps": [
+            { "id": "a", "provider": "logic", "action": "set", "params": { "value": 1 } }] },
+            "async": true });
+        for _ in 0..2 {
+            let queued = send(&app, Req::post("/api/execute").by(alice).json(&plan)).await;
+            assert_eq!(queued.status, 202, "{}: {}", world.backend(), queued.text);
+        }
+        let refused = send(&app, Req::post("/api/execute").by(alice).json(&plan)).await;
+        assert_eq!(refused.status, 503, "{}: {}", world.backend(), refused.text);
+        let (code, message, _) = support::error_of(&refused);
+        assert_eq!(code, "queue_full");
+        assert!(message.contains("2 runs"), "{message}");
+        assert_eq!(refused.retry_after.as_deref(), Some("5"));
+        assert_eq!(
+            world.db.db().queue_stats().await.unwrap().queued,
+            2,
+            "nothing was queued"
+        );
+        // Inline runs do not queue and still run.
+        let inline = json!({ "plan": plan["plan"].clone() });
+        let ran = send(&app, Req::post("/api/execute").by(alice).json(&inline)).await;
+        assert_eq!(ran.status, 200, "{}", ran.text);
+    }
+}
+
+/// A state over `world`'s database and registry with other settings.
+fn state_with(world: &World, settings: pilot_api::ApiSettings) -> pilot_api::AppState {
+    pilot_api::AppState::new(pilot_api::AppParts {
+        db: world.db.db().clone(),
+        registry: world.state.registry().clone(),
+        http: world.state.outbound().clone(),
+        engine: pilot_engine::EngineConfig::default(),
+        metrics: pilot_api::Metrics::new(),
+        settings,
+    })
+}
+
+/// Failed authentication is throttled per address (429 with Retry-After, no database lookup)
+/// while a token that already worked keeps working; each user has a request budget with
+/// `RateLimit-*` headers; each inbound webhook a call budget.
+#[actix_web::test]
+async fn throttles_answer_429_and_leave_valid_tokens_alone() {
+    for world in World::all().await {
+        let app = support::app_for(state_with(
+            &world,
+            pilot_api::ApiSettings {
+                auth_failures_per_minute: 3,
+                requests_per_minute: 5,
+                hook_calls_per_minute: 2,
+                ..pilot_api::ApiSettings::default()
+            },
+        ))
+        .await;
+        let (alice, bob) = (&world.alice, &world.bob);
+        // Alice's token works once before the attack.
+        assert_eq!(
+            send(&app, Req::get("/api/plans").by(alice)).await.status,
+            200
+        );
+        for n in 0..3 {
+            let bad = Req::get("/api/plans").authorization(&format!("Bearer pilot_bad{n}"));
+            assert_eq!(send(&app, bad).await.status, 401);
+        }
+        let throttled = send(
+            &app,
+            Req::get("/api/plans").authorization("Bearer pilot_bad9"),
+        )
+        .await;
+        assert_eq!(throttled.status, 429, "{}", throttled.text);
+        assert_eq!(support::error_of(&throttled).0, "auth_throttled");
+        assert!(throttled.retry_after.is_some());
+        // The known-good token is unaffected by the address's failures.
+        let ok = send(&app, Req::get("/api/plans").by(alice)).await;
+        assert_eq!(ok.status, 200, "{}", ok.text);
+
+        // Bob's budget: 5 requests a minute, then 429 with the headers.
+        let _ = bob;
+        let app = support::app_for(state_with(
+            &world,
+            pilot_api::ApiSettings {
+                requests_per_minute: 5,
+                hook_calls_per_minute: 2,
+                ..pilot_api::ApiSettings::default()
+            },
+        ))
+        .await;
+        for _ in 0..5 {
+            assert_eq!(send(&app, Req::get("/api/plans").by(bob)).await.status, 200);
+        }
+        let limited = send(&app, Req::get("/api/plans").by(bob)).await;
+        assert_eq!(limited.status, 429, "{}", limited.text);
+        let (code, message, _) = support::error_of(&limited);
+        assert_eq!(code, "rate_limited");
+        assert!(message.contains("5 requests"), "{message}");
+        assert!(limited.retry_after.is_some());
+        assert_eq!(
+            send(&app, Req::get("/api/plans").by(alice)).await.status,
+            200,
+            "another user's budget is their own"
+        );
+
+        // An inbound webhook: 2 calls a minute.
+        let plan = send(
+            &app,
+            Req::post("/api/plans")
+                .by(alice)
+                .json(&json!({ "name": "h", "steps": [
+                { "id": "a", "provider": "logic", "action": "set", "params": { "value": 1 } }] })),
+        )
+        .await;
+        let plan_id = plan.body["id"].as_str().unwrap().to_owned();
+        let hook = send(
+            &app,
+            Req::post(format!("/api/plans/{plan_id}/hooks")).by(alice),
+        )
+        .await;
+        let path = hook.body["path"].as_str().unwrap().to_owned();
+        for _ in 0..2 {
+            let called = send(&app, Req::post(path.clone()).json(&json!({}))).await;
+            assert_eq!(called.status, 202, "{}", called.text);
+        }
+        let refused = send(&app, Req::post(path.clone()).json(&json!({}))).await;
+        assert_eq!(refused.status, 429, "{}", refused.text);
+    }
+}

@@ -169,7 +169,8 @@ pub(crate) fn establish(
                 SqliteSync::Normal => "NORMAL",
             };
             conn.batch_execute(&format!(
-                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
+                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA auto_vacuum = INCREMENTAL; \
+                 PRAGMA journal_mode = WAL; \
                  PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
             ))
             .map_err(ConnectionError::CouldntSetupConfiguration)?;

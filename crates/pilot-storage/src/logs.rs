@@ -150,8 +150,27 @@ impl Database {
     /// Deletes every log row (of every user) older than `older_than`; returns how many. The
     /// only path that deletes log rows. On PostgreSQL it runs as the owner role under the
     /// transaction-local `pilot.maintenance = 'prune'` scope that the owner's delete policy needs.
+    ///
+    /// On SQLite the file then gives the space back: the freed pages are released
+    /// (`PRAGMA incremental_vacuum`; a database made before incremental auto-vacuum was on is
+    /// converted once with a full `VACUUM`) and the WAL is checkpointed and truncated, so the
+    /// file shrinks by about what was deleted.
     pub async fn prune_logs(&self, older_than: DateTime<Utc>) -> Result<u64, StorageError> {
         let cutoff = to_naive(older_than);
+        let deleted = self.delete_logs_before(cutoff).await?;
+        if self.backend() == crate::Backend::Sqlite && deleted > 0 {
+            self.run(|conn| {
+                let DbConn::Sqlite(c) = conn else {
+                    return Ok(());
+                };
+                compact_sqlite(c)
+            })
+            .await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_logs_before(&self, cutoff: chrono::NaiveDateTime) -> Result<u64, StorageError> {
         self.with_owner(move |conn| {
             transaction(conn, Scope::Anonymous, Mode::Write, |conn| {
                 if let DbConn::Pg(c) = conn {
@@ -167,4 +186,25 @@ impl Database {
         })
         .await
     }
+}
+
+#[derive(diesel::QueryableByName)]
+struct AutoVacuum {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    auto_vacuum: i32,
+}
+
+/// Gives a SQLite file's free pages back to the file system and truncates its WAL.
+fn compact_sqlite(conn: &mut diesel::SqliteConnection) -> Result<(), StorageError> {
+    use diesel::connection::SimpleConnection as _;
+    let mode: AutoVacuum = diesel::sql_query("PRAGMA auto_vacuum").get_result(conn)?;
+    if mode.auto_vacuum != 2 {
+        // Incremental auto-vacuum takes effect with a VACUUM: once, the first time.
+        tracing::info!("converting the SQLite file to incremental auto-vacuum (a one-time VACUUM)");
+        conn.batch_execute("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+    } else {
+        conn.batch_execute("PRAGMA incremental_vacuum;")?;
+    }
+    conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    Ok(())
 }

@@ -239,11 +239,24 @@ pub(crate) async fn execute(
         .db()
         .start_run_at(&caller.user, new_run, &lease(&state))
         .await?;
-    let run_id = snapshot.run_id.clone();
+    let (run_id, epoch) = (snapshot.run_id.clone(), snapshot.epoch);
     let result = spawn_inline(&state, snapshot, |engine, snapshot| async move {
         engine.execute_plan(snapshot).await
     })
     .await?;
+    if let Ok(pilot_engine::RunOutcome {
+        resume_after: Some(delay),
+        ..
+    }) = &result
+    {
+        // A step's next attempt is far off: the run waits in the queue, and a worker resumes
+        // it; the answer is the 202 of a queued run.
+        state
+            .db()
+            .park_run(&caller.user, &run_id, epoch, *delay)
+            .await?;
+        state.queue_signal().notify_one();
+    }
     match result {
         // The engine wrote this end (its last write was accepted under our lease): answer from
         // it. A cancelled run is read back (rare; it shows who asked).
@@ -410,6 +423,19 @@ pub(crate) async fn inbound_hook(
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let token = req.match_info().get("token").unwrap_or_default().to_owned();
+    let decision = state.throttle().hook_call(&token);
+    if !decision.allowed {
+        return Err(ApiError::too_many(
+            "rate_limited",
+            format!(
+                "this webhook was called more than {} times in a minute; retry after the \
+                 Retry-After delay",
+                decision.limit
+            ),
+            decision.reset,
+        )
+        .with_rate(decision.limit, decision.remaining, decision.reset));
+    }
     let Some((user, plan_id)) = state.db().resolve_hook(&token).await? else {
         return Err(ApiError::not_found());
     };
@@ -438,6 +464,7 @@ pub(crate) async fn inbound_hook(
         schedule_id: None,
         scheduled_for: None,
     };
+    state.admit_queued().await?;
     let row = state.db().enqueue_run(&user, &new_run).await?;
     state.queue_signal().notify_one();
     Ok(HttpResponse::Accepted().json(serde_json::json!({
@@ -520,6 +547,7 @@ pub(crate) async fn list_for_plan(
 }
 
 async fn enqueue(state: &AppState, user: &UserId, run: &NewRun) -> Result<HttpResponse, ApiError> {
+    state.admit_queued().await?;
     let row = state.db().enqueue_run(user, run).await?;
     // Committed: now wake a worker.
     state.queue_signal().notify_one();

@@ -49,6 +49,7 @@ pub(crate) struct Reply {
     pub(crate) body: Value,
     pub(crate) text: String,
     pub(crate) allow: Option<String>,
+    pub(crate) retry_after: Option<String>,
     pub(crate) pattern: Option<String>,
 }
 
@@ -247,6 +248,11 @@ where
         .get(header::ALLOW)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let bytes = test::read_body(response).await;
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -255,6 +261,7 @@ where
         body,
         text,
         allow,
+        retry_after,
         pattern,
     }
 }

@@ -10,8 +10,10 @@ use serde_json::json;
 
 use crate::{Database, NewPlan, NewRun};
 
+mod backup;
 mod credentials;
 mod isolation;
+mod lifecycle;
 mod migrations;
 mod postgres_security;
 mod roundtrip;
