@@ -72,6 +72,20 @@ struct StepDone {
     parked: Option<Duration>,
 }
 
+impl StepDone {
+    /// A step's end with no provider answer to pass on.
+    fn quiet(state: StepState, log: LogRecord) -> Self {
+        Self {
+            state,
+            log,
+            run_timed_out: false,
+            last: (None, Value::Null),
+            cancelled: false,
+            parked: None,
+        }
+    }
+}
+
 /// The run-wide facts every step and write needs.
 struct Executor<'a> {
     parts: &'a EngineParts,
@@ -361,14 +375,7 @@ impl Executor<'_> {
                     debug!("when condition false or null: skipped");
                     let (state, log) =
                         self.skipped(index, step, "skipped: its when condition was false or null");
-                    return Ok(StepDone {
-                        state,
-                        log,
-                        run_timed_out: false,
-                        last: (None, Value::Null),
-                        cancelled: false,
-                        parked: None,
-                    });
+                    return Ok(StepDone::quiet(state, log));
                 }
                 Err(e) => {
                     let error = self.secrets.redactor.redact_string(format!("when: {e}"));
@@ -490,40 +497,33 @@ impl Executor<'_> {
                 (message, format!("failed after {attempt} attempts"))
             } else {
                 match self.retry_delay(&policy, attempt, seed, &error, current.started, budget) {
-                    Ok(delay) if self.parks(delay) => {
-                        let log = LogRecord {
-                            latency_ms: millis(latency),
-                            error: Some(message),
-                            message: Some(format!(
-                                "attempt {attempt} of {attempts} failed; retrying in {} ms (the run waits in the queue)",
-                                millis(delay)
-                            )),
-                            ..self.log(index, step, attempt, "retrying")
-                        };
-                        let state = StepState {
-                            attempts: attempt,
-                            started_at: Some(current.started_at),
-                            ..StepState::pending(step.id.clone())
-                        };
-                        return Ok(StepDone {
-                            state,
-                            log,
-                            run_timed_out: false,
-                            last: (None, Value::Null),
-                            cancelled: false,
-                            parked: Some(delay),
-                        });
-                    }
                     Ok(delay) => {
+                        let parks = self.parks(delay);
                         let log = LogRecord {
                             latency_ms: millis(latency),
                             error: Some(message),
                             message: Some(format!(
-                                "attempt {attempt} of {attempts} failed; retrying in {} ms",
-                                millis(delay)
+                                "attempt {attempt} of {attempts} failed; retrying in {} ms{}",
+                                millis(delay),
+                                if parks {
+                                    " (the run waits in the queue)"
+                                } else {
+                                    ""
+                                }
                             )),
                             ..self.log(index, step, attempt, "retrying")
                         };
+                        if parks {
+                            let state = StepState {
+                                attempts: attempt,
+                                started_at: Some(current.started_at),
+                                ..StepState::pending(step.id.clone())
+                            };
+                            return Ok(StepDone {
+                                parked: Some(delay),
+                                ..StepDone::quiet(state, log)
+                            });
+                        }
                         self.write(vec![log], None, None).await?;
                         if !self.cancel.is_requested() {
                             tokio::time::sleep(delay).await;
@@ -537,12 +537,8 @@ impl Executor<'_> {
                                 &format!("skipped: the run was cancelled before attempt {attempt}"),
                             );
                             return Ok(StepDone {
-                                state,
-                                log,
-                                run_timed_out: false,
-                                last: (None, Value::Null),
                                 cancelled: true,
-                                parked: None,
+                                ..StepDone::quiet(state, log)
                             });
                         }
                         continue;
@@ -807,14 +803,7 @@ impl Executor<'_> {
             started_at: Some(started_at),
             finished_at: Some(log.timestamp),
         };
-        StepDone {
-            state,
-            log,
-            run_timed_out: false,
-            last: (None, Value::Null),
-            cancelled: false,
-            parked: None,
-        }
+        StepDone::quiet(state, log)
     }
 
     /// The state and log row of a step that does not run.

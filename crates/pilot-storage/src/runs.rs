@@ -1108,30 +1108,7 @@ impl Database {
         id: &RunId,
         epoch: i64,
     ) -> Result<(), StorageError> {
-        let (user, id) = (user.clone(), id.clone());
-        self.run(move |conn| {
-            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
-                let n = diesel::update(
-                    runs::table
-                        .filter(runs::id.eq(id.as_str()))
-                        .filter(runs::user_id.eq(user.as_str()))
-                        .filter(runs::lease_epoch.eq(epoch))
-                        .filter(runs::status.eq(RunStatus::Running.as_str())),
-                )
-                .set((
-                    runs::status.eq(RunStatus::Queued.as_str()),
-                    runs::lease_owner.eq(None::<String>),
-                    runs::lease_expires_at.eq(None::<NaiveDateTime>),
-                    runs::updated_at.eq(now()),
-                ))
-                .execute(conn)?;
-                if n == 0 {
-                    return Err(fence_failure(conn, &user, &id));
-                }
-                notify_runs(conn)
-            })
-        })
-        .await
+        self.requeue(user, id, epoch, None).await
     }
 
     /// Parks a run the caller holds under `epoch`: it goes back to the queue, its lease given up,
@@ -1146,11 +1123,22 @@ impl Database {
         epoch: i64,
         delay: std::time::Duration,
     ) -> Result<(), StorageError> {
+        self.requeue(user, id, epoch, Some(delay)).await
+    }
+
+    /// Puts a run held under `epoch` back in the queue, claimable at once or after `delay`.
+    async fn requeue(
+        &self,
+        user: &UserId,
+        id: &RunId,
+        epoch: i64,
+        delay: Option<std::time::Duration>,
+    ) -> Result<(), StorageError> {
         let (user, id) = (user.clone(), id.clone());
         self.run(move |conn| {
             transaction(conn, Scope::User(&user), Mode::Write, |conn| {
                 let at = db_now(conn)?;
-                let until = lease_end(at, delay)?;
+                let until = delay.map(|d| lease_end(at, d)).transpose()?;
                 let n = diesel::update(
                     runs::table
                         .filter(runs::id.eq(id.as_str()))
@@ -1162,7 +1150,7 @@ impl Database {
                     runs::status.eq(RunStatus::Queued.as_str()),
                     runs::lease_owner.eq(None::<String>),
                     runs::lease_expires_at.eq(None::<NaiveDateTime>),
-                    runs::available_at.eq(Some(until)),
+                    runs::available_at.eq(until),
                     runs::updated_at.eq(at),
                 ))
                 .execute(conn)?;
