@@ -15,6 +15,7 @@ max_time=${3:-150}
 venv=${PILOT_ST_VENV:-/var/tmp/pilot-ci-venv}
 st_version=4.32.5
 pg_socket=${PILOT_ST_PG_SOCKET:-/var/run/postgresql}
+export PGOPTIONS="--client-min-messages=warning"
 
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$st_version"; then
   echo "installing schemathesis $st_version into $venv"

@@ -38,7 +38,9 @@ fn own_case(route: &RouteInfo) -> (Option<Value>, u16) {
     match route.operation_id {
         "getPlan" | "listPlanHooks" | "listPlanRuns" | "unschedulePlan" | "getRun"
         | "cancelRun" | "getIntegration" | "getCredentials" | "deleteCredentials" => (None, 200),
-        "deletePlan" | "deletePlanHook" | "deleteIntegration" => (None, 204),
+        "deletePlanHook" | "deleteIntegration" => (None, 204),
+        // The fixture's run of the plan is still queued: deleting it needs `force`.
+        "deletePlan" => (None, 409),
         "createPlanHook" => (None, 201),
         "updatePlan" => (Some(support::logic_plan("renamed")), 200),
         "schedulePlan" => (Some(json!({ "cron": "0 * * * *" })), 200),

@@ -300,7 +300,12 @@ async fn journey(world: &World) {
         Req::delete(format!("/api/custom-integrations/{integration}")).by(alice),
         204
     );
-    call!(Req::delete(format!("/api/plans/{plan_id}")).by(alice), 204);
+    // The webhook's run is still queued: deleting needs force (which cancels it).
+    call!(Req::delete(format!("/api/plans/{plan_id}")).by(alice), 409);
+    call!(
+        Req::delete(format!("/api/plans/{plan_id}?force=true")).by(alice),
+        204
+    );
     call!(Req::get(format!("/api/plans/{plan_id}")).by(alice), 404);
 
     let expected: BTreeSet<(String, String)> = pilot_api::routes()
@@ -505,17 +510,13 @@ async fn documented_edge_forms_are_accepted() {
 #[actix_web::test]
 async fn async_submissions_over_the_queue_limit_get_503_with_retry_after() {
     for world in World::all().await {
-        let state = pilot_api::AppState::new(pilot_api::AppParts {
-            db: world.db.db().clone(),
-            registry: world.state.registry().clone(),
-            http: world.state.outbound().clone(),
-            engine: pilot_engine::EngineConfig::default(),
-            metrics: pilot_api::Metrics::new(),
-            settings: pilot_api::ApiSettings {
+        let state = state_with(
+            &world,
+            pilot_api::ApiSettings {
                 max_queue_depth: 2,
                 ..pilot_api::ApiSettings::default()
             },
-        });
+        );
         let app = support::app_for(state).await;
         let alice = &world.alice;
         let plan = json!({ "plan": { "name": "q", "steps": [
@@ -641,5 +642,220 @@ async fn throttles_answer_429_and_leave_valid_tokens_alone() {
         }
         let refused = send(&app, Req::post(path.clone()).json(&json!({}))).await;
         assert_eq!(refused.status, 429, "{}", refused.text);
+    }
+}
+
+/// A paused plan does not run on demand or from its webhooks (409), and runs again once active.
+#[actix_web::test]
+async fn a_paused_plan_does_not_run() {
+    for world in World::all().await {
+        let app = world.app().await;
+        let alice = &world.alice;
+        let step =
+            json!([{ "id": "a", "provider": "logic", "action": "set", "params": { "value": 1 } }]);
+        let plan = send(
+            &app,
+            Req::post("/api/plans")
+                .by(alice)
+                .json(&json!({ "name": "p", "steps": step, "status": "paused" })),
+        )
+        .await;
+        assert_eq!(plan.status, 201, "{}", plan.text);
+        let id = plan.body["id"].as_str().unwrap().to_owned();
+        let hook = send(&app, Req::post(format!("/api/plans/{id}/hooks")).by(alice)).await;
+        let path = hook.body["path"].as_str().unwrap().to_owned();
+        for req in [
+            Req::post("/api/execute")
+                .by(alice)
+                .json(&json!({ "plan_id": id })),
+            Req::post("/api/execute")
+                .by(alice)
+                .json(&json!({ "plan_id": id, "async": true })),
+            Req::post(path.clone()).json(&json!({})),
+        ] {
+            let refused = send(&app, req).await;
+            assert_eq!(refused.status, 409, "{}: {}", world.backend(), refused.text);
+            let (code, message, _) = support::error_of(&refused);
+            assert_eq!(code, "conflict");
+            assert!(message.contains("paused"), "{message}");
+        }
+        let runs = send(&app, Req::get(format!("/api/plans/{id}/runs")).by(alice)).await;
+        assert_eq!(
+            runs.body["items"].as_array().unwrap().len(),
+            0,
+            "nothing ran"
+        );
+
+        let active = send(
+            &app,
+            Req::put(format!("/api/plans/{id}"))
+                .by(alice)
+                .json(&json!({ "name": "p", "steps": step, "status": "active" })),
+        )
+        .await;
+        assert_eq!(active.status, 200, "{}", active.text);
+        let ran = send(
+            &app,
+            Req::post("/api/execute")
+                .by(alice)
+                .json(&json!({ "plan_id": id })),
+        )
+        .await;
+        assert_eq!(ran.status, 200, "{}", ran.text);
+        assert_eq!(
+            send(&app, Req::post(path).json(&json!({}))).await.status,
+            202
+        );
+    }
+}
+
+/// The plan's trigger is the one truth about its schedule: saving a cron trigger schedules the
+/// plan, changing it reschedules, another trigger unschedules; `/schedule` with a body stores
+/// the trigger, `/unschedule` makes it manual; the plan shows its next fires.
+#[actix_web::test]
+async fn a_cron_trigger_schedules_the_plan_on_save() {
+    for world in World::all().await {
+        let app = world.app().await;
+        let alice = &world.alice;
+        let step =
+            json!([{ "id": "a", "provider": "logic", "action": "set", "params": { "value": 1 } }]);
+        let body = |trigger: Value| json!({ "name": "c", "steps": step, "trigger": trigger });
+        let jobs = || async {
+            let listed = send(&app, Req::get("/api/scheduler/jobs").by(alice)).await;
+            listed.body["items"].as_array().unwrap().clone()
+        };
+
+        let plan = send(
+            &app,
+            Req::post("/api/plans").by(alice).json(&body(
+                json!({ "type": "cron", "cron": "0 9 * * 1-5", "timezone": "Europe/Paris" }),
+            )),
+        )
+        .await;
+        assert_eq!(plan.status, 201, "{}", plan.text);
+        let id = plan.body["id"].as_str().unwrap().to_owned();
+        assert_eq!(plan.body["next_fires"].as_array().unwrap().len(), 5);
+        let first = plan.body["next_fires"][0].as_str().unwrap().to_owned();
+        assert!(first.contains("T09:00:00+0"), "{first}");
+        let listed = jobs().await;
+        assert_eq!(
+            listed.len(),
+            1,
+            "{}: scheduled by the save",
+            world.backend()
+        );
+        assert_eq!(listed[0]["cron"], "0 9 * * 1-5");
+        assert_eq!(listed[0]["timezone"], "Europe/Paris");
+        assert_eq!(listed[0]["plan_status"], "active");
+
+        // A new expression reschedules.
+        let changed = send(
+            &app,
+            Req::put(format!("/api/plans/{id}"))
+                .by(alice)
+                .json(&body(json!({ "type": "cron", "cron": "*/15 * * * *" }))),
+        )
+        .await;
+        assert_eq!(changed.status, 200, "{}", changed.text);
+        let listed = jobs().await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0]["cron"], "*/15 * * * *");
+        assert_eq!(listed[0]["timezone"], "UTC");
+
+        // Manual unschedules.
+        let manual = send(
+            &app,
+            Req::put(format!("/api/plans/{id}"))
+                .by(alice)
+                .json(&body(json!({ "type": "manual" }))),
+        )
+        .await;
+        assert_eq!(manual.status, 200);
+        assert!(jobs().await.is_empty());
+        assert_eq!(manual.body["next_fires"], json!([]));
+
+        // /schedule with a body stores the trigger; /unschedule makes it manual again.
+        let scheduled = send(
+            &app,
+            Req::post(format!("/api/plans/{id}/schedule"))
+                .by(alice)
+                .json(&json!({ "cron": "30 7 * * *", "timezone": "UTC" })),
+        )
+        .await;
+        assert_eq!(scheduled.status, 200, "{}", scheduled.text);
+        let read = send(&app, Req::get(format!("/api/plans/{id}")).by(alice)).await;
+        assert_eq!(
+            read.body["trigger"],
+            json!({ "type": "cron", "cron": "30 7 * * *", "timezone": "UTC" })
+        );
+        assert_eq!(read.body["next_fires"].as_array().unwrap().len(), 5);
+        let unscheduled = send(
+            &app,
+            Req::post(format!("/api/plans/{id}/unschedule")).by(alice),
+        )
+        .await;
+        assert_eq!(unscheduled.body["unscheduled"], true);
+        let read = send(&app, Req::get(format!("/api/plans/{id}")).by(alice)).await;
+        assert_eq!(read.body["trigger"], json!({ "type": "manual" }));
+        assert!(jobs().await.is_empty());
+    }
+}
+
+/// A plan with queued runs is not deleted (409) unless `force=true`, which cancels them.
+#[actix_web::test]
+async fn deleting_a_plan_with_queued_runs_needs_force() {
+    for world in World::all().await {
+        let app = world.app().await;
+        let alice = &world.alice;
+        let step =
+            json!([{ "id": "a", "provider": "logic", "action": "set", "params": { "value": 1 } }]);
+        let plan = send(
+            &app,
+            Req::post("/api/plans")
+                .by(alice)
+                .json(&json!({ "name": "d", "steps": step })),
+        )
+        .await;
+        let id = plan.body["id"].as_str().unwrap().to_owned();
+        let queued = send(
+            &app,
+            Req::post("/api/execute")
+                .by(alice)
+                .json(&json!({ "plan_id": id, "async": true })),
+        )
+        .await;
+        let run_id = queued.body["run_id"].as_str().unwrap().to_owned();
+
+        let busy = send(&app, Req::delete(format!("/api/plans/{id}")).by(alice)).await;
+        assert_eq!(busy.status, 409, "{}: {}", world.backend(), busy.text);
+        assert!(support::error_of(&busy).1.contains("force=true"));
+        assert_eq!(
+            send(&app, Req::get(format!("/api/plans/{id}")).by(alice))
+                .await
+                .status,
+            200
+        );
+
+        let bad = send(
+            &app,
+            Req::delete(format!("/api/plans/{id}?force=yes")).by(alice),
+        )
+        .await;
+        assert_eq!(bad.status, 400);
+
+        let forced = send(
+            &app,
+            Req::delete(format!("/api/plans/{id}?force=true")).by(alice),
+        )
+        .await;
+        assert_eq!(forced.status, 204, "{}", forced.text);
+        assert_eq!(
+            send(&app, Req::get(format!("/api/plans/{id}")).by(alice))
+                .await
+                .status,
+            404
+        );
+        let run = send(&app, Req::get(format!("/api/runs/{run_id}")).by(alice)).await;
+        assert_eq!(run.body["status"], "cancelled", "{}", run.text);
     }
 }

@@ -32,8 +32,10 @@ pub(crate) async fn fire_pass(
     }
     metrics.missed("misfire", report.missed_misfire);
     metrics.missed("overlap", report.missed_overlap);
+    metrics.missed("paused", report.missed_paused);
     if report.missed_misfire > 0
         || report.missed_overlap > 0
+        || report.missed_paused > 0
         || report.duplicates > 0
         || report.orphaned > 0
     {
@@ -41,6 +43,7 @@ pub(crate) async fn fire_pass(
             fired = report.fired.len(),
             missed_misfire = report.missed_misfire,
             missed_overlap = report.missed_overlap,
+            missed_paused = report.missed_paused,
             duplicates = report.duplicates,
             orphaned = report.orphaned,
             "firing pass dropped ticks"

@@ -429,3 +429,64 @@ async fn a_broken_schedule_stops_without_blocking_the_others() {
         worker.stop().await;
     }
 }
+
+/// A paused plan's ticks pass without runs, each counted as missed with reason `paused` (in
+/// metrics and on the schedule); once active again it fires from the next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_plans_ticks_pass_without_runs() {
+    for t in TestDb::all().await {
+        let db = t.db().clone();
+        let user = user(&db).await;
+        let id = plan(
+            &db,
+            &user,
+            "paused",
+            vec![post_step("a", "http://127.0.0.1:9/")],
+        )
+        .await;
+        let mut row = db.plan(&user, &id).await.unwrap().unwrap();
+        row.plan.status = "paused".to_owned();
+        db.update_plan(&user, &id, &row.plan)
+            .await
+            .unwrap()
+            .unwrap();
+        schedule(
+            &db,
+            &user,
+            &id,
+            "* * * * *",
+            at(10, 0, 0),
+            MisfirePolicy::Coalesce,
+            OverlapPolicy::Allow,
+        )
+        .await;
+        let clock = ManualClock::new(at(10, 0, 0));
+        let worker = Running::start(&db, firing_only("paused"), Arc::new(clock.clone()));
+        wait_next_run_at(&db, &user, &id, at(10, 1, 0)).await;
+        clock.set(at(10, 1, 0));
+        wait_next_run_at(&db, &user, &id, at(10, 2, 0)).await;
+        assert!(
+            runs_of(&db, &user, &id).await.is_empty(),
+            "no run while paused"
+        );
+        assert_eq!(worker.metrics.missed_count("paused"), 2);
+        let listed = db
+            .list_schedules(&user, &pilot_storage::PageRequest::first(10))
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(listed[0].missed_paused, 2);
+        assert_eq!(listed[0].plan_status, "paused");
+
+        // Active again: the next tick fires.
+        row.plan.status = "active".to_owned();
+        db.update_plan(&user, &id, &row.plan)
+            .await
+            .unwrap()
+            .unwrap();
+        clock.set(at(10, 2, 0));
+        wait_next_run_at(&db, &user, &id, at(10, 3, 0)).await;
+        assert_eq!(ticks(&runs_of(&db, &user, &id).await), vec![at(10, 2, 0)]);
+        worker.stop().await;
+    }
+}

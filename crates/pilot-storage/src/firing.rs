@@ -89,6 +89,8 @@ pub struct FiringReport {
     pub missed_misfire: u64,
     /// Sum of the decisions' `missed_overlap`.
     pub missed_overlap: u64,
+    /// Ticks that created no run because the plan is paused.
+    pub missed_paused: u64,
 }
 
 /// What the scheduler needs to know to decide how long it may sleep: one query.
@@ -278,44 +280,62 @@ where
 
     let mut last_run_id = None;
     if !decision.fires.is_empty() {
-        let plan: Option<(String, String)> = plans::table
+        let plan: Option<(String, String, String)> = plans::table
             .filter(plans::user_id.eq(user.as_str()))
             .filter(plans::id.eq(row.plan_id.as_str()))
-            .select((plans::name, plans::plan_json))
+            .select((plans::name, plans::plan_json, plans::status))
             .first(conn)
             .optional()?;
         match plan {
             None => report.orphaned += decision.fires.len(),
-            Some((plan_name, plan_json)) => match serde_json::from_str::<Vec<Step>>(&plan_json) {
-                Err(e) => {
-                    tracing::error!(schedule_id = %row.id, error = %e, "the plan's steps do not decode; ticks dropped");
-                    report.orphaned += decision.fires.len();
-                }
-                Ok(steps) => {
-                    for tick in &decision.fires {
-                        let run = NewRun {
-                            plan_id: Some(row.plan_id.clone()),
-                            plan_name: plan_name.clone(),
-                            steps: steps.clone(),
-                            input: serde_json::Value::Null,
-                            trigger: TriggerKind::Schedule,
-                            schedule_id: Some(row.id.clone()),
-                            scheduled_for: Some(*tick),
-                        };
-                        let record = RunRecord::new(&user, &run, None)?;
-                        if insert_unless_fired(conn, &record)? {
-                            last_run_id = Some(record.id.clone());
-                            report.fired.push(FiredRun {
-                                run_id: RunId(record.id.clone()),
-                                schedule_id: row.id.clone(),
-                                scheduled_for: *tick,
-                            });
-                        } else {
-                            report.duplicates += 1;
+            Some((_, _, status)) if status == "paused" => {
+                // A paused plan's ticks pass without runs; firing resumes at the first tick
+                // after it is active again.
+                let n = decision.fires.len() as u64;
+                report.missed_paused += n;
+                diesel::update(
+                    schedules::table
+                        .filter(schedules::id.eq(row.id.as_str()))
+                        .filter(schedules::user_id.eq(user.as_str())),
+                )
+                .set(
+                    schedules::missed_paused
+                        .eq(schedules::missed_paused + i64::try_from(n).unwrap_or(i64::MAX)),
+                )
+                .execute(conn)?;
+            }
+            Some((plan_name, plan_json, _)) => {
+                match serde_json::from_str::<Vec<Step>>(&plan_json) {
+                    Err(e) => {
+                        tracing::error!(schedule_id = %row.id, error = %e, "the plan's steps do not decode; ticks dropped");
+                        report.orphaned += decision.fires.len();
+                    }
+                    Ok(steps) => {
+                        for tick in &decision.fires {
+                            let run = NewRun {
+                                plan_id: Some(row.plan_id.clone()),
+                                plan_name: plan_name.clone(),
+                                steps: steps.clone(),
+                                input: serde_json::Value::Null,
+                                trigger: TriggerKind::Schedule,
+                                schedule_id: Some(row.id.clone()),
+                                scheduled_for: Some(*tick),
+                            };
+                            let record = RunRecord::new(&user, &run, None)?;
+                            if insert_unless_fired(conn, &record)? {
+                                last_run_id = Some(record.id.clone());
+                                report.fired.push(FiredRun {
+                                    run_id: RunId(record.id.clone()),
+                                    schedule_id: row.id.clone(),
+                                    scheduled_for: *tick,
+                                });
+                            } else {
+                                report.duplicates += 1;
+                            }
                         }
                     }
                 }
-            },
+            }
         }
     }
 

@@ -41,7 +41,7 @@ pub use integrations::IntegrationRow;
 pub use listen::{LISTEN_POLL, Listener};
 pub use logs::{LogFilter, LogRow};
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest};
-pub use plans::{NewPlan, PlanRow};
+pub use plans::{NewPlan, PlanDeletion, PlanRow};
 pub use runs::{
     AbandonedRun, CancelOutcome, ClaimOutcome, ClaimRequest, ClaimedRun, Lease, NewRun, QueueStats,
     RunRow, TAKEOVER_CAP_MESSAGE,

@@ -232,6 +232,74 @@ impl Database {
     }
 }
 
+/// What deleting a plan that may have runs in progress did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanDeletion {
+    /// No such plan of the user's.
+    Missing,
+    /// Not deleted: this many of its runs are queued or running (ask again with `force`).
+    Busy(u64),
+    /// Deleted; this many queued runs were cancelled and running ones asked to cancel.
+    Deleted(u64),
+}
+
+impl Database {
+    /// Deletes the user's plan `id` unless runs of it are queued or running; with `force` those
+    /// runs are cancelled (queued ones at once, running ones at their next boundary) and the
+    /// plan is deleted, in one transaction. Finished runs and logs stay.
+    pub async fn delete_plan_if_idle(
+        &self,
+        user: &UserId,
+        id: &PlanId,
+        force: bool,
+    ) -> Result<PlanDeletion, StorageError> {
+        use crate::schema::runs;
+        let (user, id) = (user.clone(), id.clone());
+        self.run(move |conn| {
+            transaction(conn, Scope::User(&user), Mode::Write, |conn| {
+                if !owns_plan(conn, &user, &id)? {
+                    return Ok(PlanDeletion::Missing);
+                }
+                let of_plan = || {
+                    runs::table
+                        .filter(runs::user_id.eq(user.as_str()))
+                        .filter(runs::plan_id.eq(id.as_str()))
+                };
+                let n: i64 = of_plan()
+                    .filter(runs::status.eq_any(["queued", "running"]))
+                    .count()
+                    .get_result(conn)?;
+                let n = u64::try_from(n).unwrap_or(0);
+                if n > 0 && !force {
+                    return Ok(PlanDeletion::Busy(n));
+                }
+                if n > 0 {
+                    let at = crate::time::db_now(conn)?;
+                    diesel::update(of_plan().filter(runs::status.eq("queued")))
+                        .set((
+                            runs::status.eq("cancelled"),
+                            runs::cancel_requested.eq(true),
+                            runs::finished_at.eq(Some(at)),
+                            runs::updated_at.eq(at),
+                        ))
+                        .execute(conn)?;
+                    diesel::update(of_plan().filter(runs::status.eq("running")))
+                        .set((runs::cancel_requested.eq(true), runs::updated_at.eq(at)))
+                        .execute(conn)?;
+                }
+                diesel::delete(
+                    plans::table
+                        .filter(plans::user_id.eq(user.as_str()))
+                        .filter(plans::id.eq(id.as_str())),
+                )
+                .execute(conn)?;
+                Ok(PlanDeletion::Deleted(n))
+            })
+        })
+        .await
+    }
+}
+
 /// Whether `plan` is one of `user`'s plans; for writes that attach something to a plan, inside
 /// their transaction.
 pub(crate) fn owns_plan(

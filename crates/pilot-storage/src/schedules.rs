@@ -121,6 +121,10 @@ pub struct ScheduleListing {
     pub plan_name: String,
     /// The status of the run it last created, if that run still exists.
     pub last_run_status: Option<RunStatus>,
+    /// The plan's status (`paused`: its ticks pass without runs).
+    pub plan_status: String,
+    /// Ticks skipped because the plan was paused.
+    pub missed_paused: u64,
 }
 
 #[derive(Queryable, Selectable, Insertable, AsChangeset, Clone)]
@@ -309,6 +313,8 @@ impl Database {
                         ScheduleRecord::as_select(),
                         plans::name,
                         runs::status.nullable(),
+                        plans::status,
+                        schedules::missed_paused,
                     ))
                     .order((schedules::created_at.desc(), schedules::id.desc()))
                     .limit(limit + 1)
@@ -316,16 +322,19 @@ impl Database {
                 if let Some(c) = position {
                     query = query.filter(after(schedules::created_at, schedules::id, c));
                 }
-                let rows: Vec<(ScheduleRecord, String, Option<String>)> = query.load(conn)?;
+                let rows: Vec<(ScheduleRecord, String, Option<String>, String, i64)> =
+                    query.load(conn)?;
                 paginate(
                     rows,
                     limit,
                     |r| (r.0.created_at, r.0.id.clone()),
-                    |(record, plan_name, status)| {
+                    |(record, plan_name, status, plan_status, missed_paused)| {
                         Ok(ScheduleListing {
                             schedule: record.into_row()?,
                             plan_name,
                             last_run_status: status.as_deref().map(parse_status).transpose()?,
+                            plan_status,
+                            missed_paused: u64::try_from(missed_paused).unwrap_or(0),
                         })
                     },
                 )

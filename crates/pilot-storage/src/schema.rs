@@ -153,6 +153,7 @@ diesel::table! {
         enabled -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        missed_paused -> BigInt,
     }
 }
 

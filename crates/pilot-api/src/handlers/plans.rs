@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use pilot_core::{Plan, PlanId, Step, Trigger, validate_plan};
 use pilot_scheduler::CronSchedule;
-use pilot_storage::{HookRow, NewPlan, PlanRow};
+use pilot_storage::{HookRow, NewPlan, PlanDeletion, PlanRow};
 use serde::{Deserialize, Serialize};
 
 use crate::extract::{Body, Caller, NoBody, Query, path_id};
@@ -75,6 +75,8 @@ pub(crate) struct PlanView {
     plain_english_steps: Vec<String>,
     required_providers: Vec<String>,
     trigger: Option<Trigger>,
+    /// With a cron trigger: its next 5 fire times (empty otherwise, and while paused).
+    next_fires: Vec<String>,
     status: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -92,6 +94,7 @@ impl From<PlanRow> for PlanView {
             steps: row.plan.steps,
             plain_english_steps: row.plan.plain_english_steps,
             required_providers: row.plan.required_providers,
+            next_fires: next_fires(row.plan.trigger.as_ref(), &row.plan.status),
             trigger: row.plan.trigger,
             status: row.plan.status,
             created_at: row.created_at,
@@ -99,6 +102,25 @@ impl From<PlanRow> for PlanView {
             webhook: None,
         }
     }
+}
+
+/// The next 5 fire times of a cron trigger, as RFC 3339 in the trigger's zone.
+fn next_fires(trigger: Option<&Trigger>, status: &str) -> Vec<String> {
+    let Some(Trigger::Cron { cron, timezone }) = trigger else {
+        return Vec::new();
+    };
+    if status == "paused" {
+        return Vec::new();
+    }
+    CronSchedule::parse(cron, timezone.as_deref().unwrap_or("UTC"))
+        .map(|schedule| {
+            schedule
+                .next_fires(Utc::now(), 5)
+                .into_iter()
+                .map(|t| t.to_rfc3339())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A webhook token, shown once when it is created.
@@ -221,6 +243,13 @@ pub(crate) async fn create(
     let plan = prepare(&state, input)?;
     let webhook = matches!(plan.trigger, Some(Trigger::Webhook));
     let row = state.db().create_plan(&caller.user, &plan).await?;
+    crate::handlers::schedules::follow_trigger(
+        &state,
+        &caller.user,
+        &row.id,
+        row.plan.trigger.as_ref(),
+    )
+    .await?;
     let mut view = PlanView::from(row);
     if webhook {
         view.webhook = issue_hook(&state, &caller, &view.id).await?;
@@ -255,18 +284,50 @@ pub(crate) async fn update(
         .update_plan(&caller.user, &id, &plan)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    crate::handlers::schedules::follow_trigger(
+        &state,
+        &caller.user,
+        &row.id,
+        row.plan.trigger.as_ref(),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(PlanView::from(row)))
 }
 
-/// `DELETE /api/plans/{id}`: deletes the plan, its schedule and its webhook tokens; its runs
-/// and logs stay.
+/// `DELETE /api/plans/{id}[?force=true]`: deletes the plan, its schedule and its webhook tokens;
+/// its finished runs and logs stay. A plan with queued or running runs answers 409 unless
+/// `force=true`, which cancels them.
 pub(crate) async fn delete(
     state: Data<AppState>,
     caller: Caller,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(&req, &["force"])?;
+    let force = match query.get("force") {
+        None => false,
+        Some("true") => true,
+        Some("false") => false,
+        Some(_) => {
+            return Err(ApiError::field(
+                "invalid_query",
+                "force",
+                "force must be true or false",
+            ));
+        }
+    };
     let id = PlanId(path_id(&req, "id")?);
-    deleted(state.db().delete_plan(&caller.user, &id).await?)
+    match state
+        .db()
+        .delete_plan_if_idle(&caller.user, &id, force)
+        .await?
+    {
+        PlanDeletion::Missing => Err(ApiError::not_found()),
+        PlanDeletion::Busy(n) => Err(ApiError::conflict(format!(
+            "the plan has {n} queued or running run(s); wait for them, cancel them, or delete \
+             with ?force=true, which cancels them"
+        ))),
+        PlanDeletion::Deleted(_) => deleted(true),
+    }
 }
 
 /// `POST /api/plans/{id}/hooks`: issues a new webhook token for the plan, shown once.

@@ -193,6 +193,7 @@ pub(crate) async fn execute(
                 .plan(&caller.user, &PlanId(id.to_ascii_lowercase()))
                 .await?
                 .ok_or_else(ApiError::not_found)?;
+            refuse_paused(&row)?;
             NewRun {
                 plan_id: Some(row.id),
                 plan_name: row.plan.name,
@@ -455,6 +456,7 @@ pub(crate) async fn inbound_hook(
         .plan(&user, &plan_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
+    refuse_paused(&plan)?;
     let new_run = NewRun {
         plan_id: Some(plan.id),
         plan_name: plan.plan.name,
@@ -471,6 +473,19 @@ pub(crate) async fn inbound_hook(
         "run_id": row.id,
         "status": row.status,
     })))
+}
+
+/// A paused plan does not run: on demand or from its webhooks (409), and its schedule skips its
+/// ticks.
+fn refuse_paused(plan: &pilot_storage::PlanRow) -> Result<(), ApiError> {
+    if plan.plan.status == "paused" {
+        return Err(ApiError::conflict(format!(
+            "plan '{}' is paused: it does not run until its status is set to active again \
+             (PUT /api/plans/{})",
+            plan.plan.name, plan.id
+        )));
+    }
+    Ok(())
 }
 
 /// `GET /api/runs/{id}`

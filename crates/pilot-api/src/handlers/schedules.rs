@@ -60,6 +60,12 @@ pub(crate) struct ScheduleView {
     last_run_id: Option<RunId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_status: Option<Option<RunStatus>>,
+    /// In the jobs list: the plan's status (a paused plan's ticks pass without runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan_status: Option<String>,
+    /// In the jobs list: ticks skipped because the plan was paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed_paused: Option<u64>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -84,6 +90,8 @@ impl ScheduleView {
             last_run_at: row.last_run_at,
             last_run_id: row.last_run_id,
             last_status,
+            plan_status: None,
+            missed_paused: None,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -92,15 +100,20 @@ impl ScheduleView {
 
 impl From<ScheduleListing> for ScheduleView {
     fn from(listing: ScheduleListing) -> Self {
-        Self::new(
-            listing.schedule,
-            Some(listing.plan_name),
-            Some(listing.last_run_status),
-        )
+        Self {
+            plan_status: Some(listing.plan_status),
+            missed_paused: Some(listing.missed_paused),
+            ..Self::new(
+                listing.schedule,
+                Some(listing.plan_name),
+                Some(listing.last_run_status),
+            )
+        }
     }
 }
 
-/// `POST /api/plans/{id}/schedule`
+/// `POST /api/plans/{id}/schedule`: schedules the plan and stores the cron expression and zone
+/// as its trigger.
 pub(crate) async fn schedule(
     state: Data<AppState>,
     caller: Caller,
@@ -153,6 +166,16 @@ pub(crate) async fn schedule(
         next_run_at: parsed.next_after(Utc::now()),
         enabled: input.enabled.unwrap_or(true),
     };
+    // One truth: the plan's trigger is the schedule's cron and zone.
+    let trigger = Trigger::Cron {
+        cron: spec.cron.clone(),
+        timezone: Some(spec.timezone.clone()),
+    };
+    if plan.plan.trigger.as_ref() != Some(&trigger) {
+        let mut changed = plan.plan.clone();
+        changed.trigger = Some(trigger);
+        state.db().update_plan(&caller.user, &id, &changed).await?;
+    }
     let row = state
         .db()
         .upsert_schedule(&caller.user, &id, &spec)
@@ -163,8 +186,51 @@ pub(crate) async fn schedule(
     Ok(HttpResponse::Ok().json(ScheduleView::new(row, Some(plan.plan.name), None)))
 }
 
-/// `POST /api/plans/{id}/unschedule`: removes the plan's schedule; `unscheduled` says whether
-/// there was one.
+/// Makes the plan's schedule follow its trigger after a save: a cron trigger schedules it (a
+/// schedule that exists keeps its policies and enabled flag, a new one gets the defaults), any
+/// other trigger unschedules it. The plan's trigger is the one truth about its schedule.
+pub(crate) async fn follow_trigger(
+    state: &AppState,
+    user: &pilot_core::UserId,
+    plan: &PlanId,
+    trigger: Option<&Trigger>,
+) -> Result<(), ApiError> {
+    let Some(Trigger::Cron { cron, timezone }) = trigger else {
+        state.db().delete_schedule(user, plan).await?;
+        return Ok(());
+    };
+    let timezone = timezone.clone().unwrap_or_else(|| "UTC".to_owned());
+    let parsed = CronSchedule::parse(cron, &timezone)?;
+    let existing = state.db().schedule_for_plan(user, plan).await?;
+    let defaults = ScheduleSpec {
+        cron: String::new(),
+        timezone: String::new(),
+        misfire: MisfirePolicy::default(),
+        grace_seconds: DEFAULT_GRACE_SECONDS,
+        overlap: OverlapPolicy::default(),
+        next_run_at: None,
+        enabled: true,
+    };
+    let kept = existing.map_or(defaults, |row| row.spec);
+    let unchanged = kept.cron == parsed.expression() && kept.timezone == timezone;
+    let spec = ScheduleSpec {
+        cron: parsed.expression().to_owned(),
+        // An unchanged expression keeps its due tick; a new one starts from now.
+        next_run_at: if unchanged && kept.next_run_at.is_some() {
+            kept.next_run_at
+        } else {
+            parsed.next_after(Utc::now())
+        },
+        timezone,
+        ..kept
+    };
+    state.db().upsert_schedule(user, plan, &spec).await?;
+    state.queue_signal().notify_one();
+    Ok(())
+}
+
+/// `POST /api/plans/{id}/unschedule`: removes the plan's schedule and sets a cron trigger to
+/// manual; `unscheduled` says whether there was a schedule.
 pub(crate) async fn unschedule(
     state: Data<AppState>,
     caller: Caller,
@@ -172,7 +238,13 @@ pub(crate) async fn unschedule(
     _: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let id = PlanId(path_id(&req, "id")?);
-    caller_plan(&state, &caller, &id).await?;
+    let plan = caller_plan(&state, &caller, &id).await?;
+    // One truth: an unscheduled plan is started by hand.
+    if matches!(plan.plan.trigger, Some(Trigger::Cron { .. })) {
+        let mut changed = plan.plan.clone();
+        changed.trigger = Some(Trigger::Manual);
+        state.db().update_plan(&caller.user, &id, &changed).await?;
+    }
     let removed = state.db().delete_schedule(&caller.user, &id).await?;
     Ok(HttpResponse::Ok().json(json!({ "plan_id": id, "unscheduled": removed })))
 }

@@ -1,0 +1,2 @@
+-- Ticks a schedule skipped because its plan was paused.
+ALTER TABLE schedules ADD COLUMN missed_paused BIGINT NOT NULL DEFAULT 0;
