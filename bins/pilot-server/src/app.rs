@@ -392,6 +392,7 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
         let mut worker_config =
             pilot_scheduler::WorkerConfig::new(format!("server:{}", std::process::id()));
         worker_config.max_takeovers = serve.max_takeovers;
+        worker_config.max_running_per_user = serve.max_running_per_user;
         let worker = pilot_scheduler::Worker::new(
             worker_config,
             state.db().clone(),

@@ -186,6 +186,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, global = true, env = "PILOT_HOOK_CALLS_PER_MINUTE", default_value_t = pilot_api::ApiSettings::default().hook_calls_per_minute)]
     pub(crate) hook_calls_per_minute: u32,
 
+    /// Most runs of one user the embedded worker (and any worker) lets execute at once; 0: no
+    /// cap.
+    #[arg(
+        long,
+        global = true,
+        env = "PILOT_MAX_RUNNING_PER_USER",
+        default_value_t = 0
+    )]
+    pub(crate) max_running_per_user: u32,
+
     /// Takeovers allowed per run: a run whose worker died (its lease expired) more often than
     /// this is quarantined, failed with a message saying so, instead of crashing the next worker.
     #[arg(long, global = true, env = "PILOT_MAX_TAKEOVERS", default_value_t = pilot_scheduler::WorkerConfig::DEFAULT_MAX_TAKEOVERS)]

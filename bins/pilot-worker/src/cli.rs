@@ -88,6 +88,10 @@ pub(crate) struct Cli {
     #[arg(long, env = "PILOT_MAX_TAKEOVERS", default_value_t = pilot_scheduler::WorkerConfig::DEFAULT_MAX_TAKEOVERS)]
     pub(crate) max_takeovers: u32,
 
+    /// Most runs of one user executing at once, across every worker; 0: no cap.
+    #[arg(long, env = "PILOT_MAX_RUNNING_PER_USER", default_value_t = 0)]
+    pub(crate) max_running_per_user: u32,
+
     /// The most bytes (compact JSON) one step's output may take; a larger output fails the step.
     #[arg(long, env = "PILOT_MAX_OUTPUT_BYTES",
           default_value_t = pilot_engine::EngineConfig::default().max_output_bytes)]

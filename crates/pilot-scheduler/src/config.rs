@@ -17,6 +17,9 @@ pub struct WorkerConfig {
     /// Takeovers allowed per run; a run whose lease expires once more fails with a message
     /// saying so.
     pub max_takeovers: u32,
+    /// Most runs of one user executing at once across every worker; 0 for no cap. With a cap,
+    /// one user's burst leaves slots for the others even when every user's runs are long.
+    pub max_running_per_user: u32,
     /// Whether this worker fires due schedules (every worker may: the firing transaction makes
     /// exactly one run per tick however many race).
     pub fire_schedules: bool,
@@ -49,6 +52,7 @@ impl WorkerConfig {
             concurrency: 8,
             lease_ttl: Duration::from_secs(30),
             max_takeovers: Self::DEFAULT_MAX_TAKEOVERS,
+            max_running_per_user: 0,
             fire_schedules: true,
             execute_runs: true,
             fire_batch: 256,

@@ -266,6 +266,7 @@ impl Worker {
                 limit,
                 ttl: self.config.lease_ttl,
                 max_takeovers: self.config.max_takeovers,
+                max_running_per_user: self.config.max_running_per_user,
             })
             .await?;
         if !outcome.abandoned.is_empty() {

@@ -83,6 +83,7 @@ async fn claim_as_ghost(db: &Database, ttl: Duration, cap: u32) {
             limit: 10,
             ttl,
             max_takeovers: cap,
+            max_running_per_user: 0,
         })
         .await
         .unwrap();

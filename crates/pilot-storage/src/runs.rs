@@ -152,6 +152,9 @@ pub struct ClaimRequest {
     pub ttl: Duration,
     /// Takeovers allowed per run; a run whose lease expires once more fails instead.
     pub max_takeovers: u32,
+    /// Most runs of one user executing at once, across every worker (queued runs of a user at
+    /// the cap wait); 0 for no cap.
+    pub max_running_per_user: u32,
 }
 
 /// One claimed run.
@@ -995,7 +998,8 @@ impl Database {
                         .collect();
                 }
 
-                let picked = pick(conn, PickKind::Claimable { at, cap }, limit)?;
+                let per_user = i64::from(request.max_running_per_user);
+                let picked = pick(conn, PickKind::Claimable { at, cap, per_user }, limit)?;
                 if picked.is_empty() {
                     return Ok(outcome);
                 }
@@ -1213,8 +1217,13 @@ fn pending_states(steps: &[Step]) -> Vec<StepState> {
 
 #[derive(Clone, Copy)]
 enum PickKind {
-    /// Queued runs, and running runs whose lease expired with takeovers left.
-    Claimable { at: NaiveDateTime, cap: i32 },
+    /// Queued runs, and running runs whose lease expired with takeovers left, within the
+    /// per-user cap (0: none).
+    Claimable {
+        at: NaiveDateTime,
+        cap: i32,
+        per_user: i64,
+    },
     /// Running runs whose lease expired with no takeover left.
     Abandoned { at: NaiveDateTime, cap: i32 },
 }
@@ -1224,13 +1233,21 @@ enum PickKind {
 /// another user's run by at most one claim. The window runs over the claimable rows (queued,
 /// or with an expired lease); rows are locked afterwards, by id, because PostgreSQL allows no
 /// `FOR UPDATE` with a window function.
+///
+/// With a per-user cap (`{p4}` > 0), a user's runs are claimed only while those of theirs
+/// already running (live leases) plus the ones taken in this claim stay within it.
 const FAIR_ORDER: &str = "SELECT id FROM ( \
-       SELECT id, created_at, \
-         ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY created_at, id) AS turn \
-       FROM runs \
-       WHERE (status = 'queued' AND (available_at IS NULL OR available_at <= {p1})) \
-          OR (status = 'running' AND lease_expires_at < {p1} AND takeover_count < {p2}) \
-     ) claimable ORDER BY turn, created_at, id LIMIT {p3}";
+       SELECT r.id, r.created_at, \
+         ROW_NUMBER() OVER (PARTITION BY r.user_id ORDER BY r.created_at, r.id) AS turn, \
+         COALESCE(busy.n, 0) AS running \
+       FROM runs r \
+       LEFT JOIN (SELECT user_id, COUNT(*) AS n FROM runs \
+                  WHERE status = 'running' AND lease_expires_at >= {p1} GROUP BY user_id) busy \
+         ON busy.user_id = r.user_id \
+       WHERE (r.status = 'queued' AND (r.available_at IS NULL OR r.available_at <= {p1})) \
+          OR (r.status = 'running' AND r.lease_expires_at < {p1} AND r.takeover_count < {p2}) \
+     ) claimable WHERE {p4} = 0 OR turn + running <= {p4} \
+     ORDER BY turn, created_at, id LIMIT {p3}";
 
 #[derive(QueryableByName)]
 struct CandidateId {
@@ -1244,20 +1261,23 @@ fn fair_candidates(
     at: NaiveDateTime,
     cap: i32,
     limit: i64,
+    per_user: i64,
 ) -> Result<Vec<String>, StorageError> {
     use diesel::sql_types::{BigInt, Integer, Timestamp};
-    let (p1, p2, p3) = match conn {
-        DbConn::Pg(_) => ("$1", "$2", "$3"),
-        DbConn::Sqlite(_) => ("?1", "?2", "?3"),
+    let (p1, p2, p3, p4) = match conn {
+        DbConn::Pg(_) => ("$1", "$2", "$3", "$4"),
+        DbConn::Sqlite(_) => ("?1", "?2", "?3", "?4"),
     };
     let sql = FAIR_ORDER
         .replace("{p1}", p1)
         .replace("{p2}", p2)
-        .replace("{p3}", p3);
+        .replace("{p3}", p3)
+        .replace("{p4}", p4);
     let query = diesel::sql_query(sql)
         .bind::<Timestamp, _>(at)
         .bind::<Integer, _>(cap)
-        .bind::<BigInt, _>(limit);
+        .bind::<BigInt, _>(limit)
+        .bind::<BigInt, _>(per_user);
     let rows: Vec<CandidateId> = query.load(conn)?;
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
@@ -1278,8 +1298,8 @@ fn pick(
         .limit(limit);
     // FOR UPDATE cannot ride on a boxed query, so each case is spelled out per backend.
     Ok(match kind {
-        PickKind::Claimable { at, cap } => {
-            let order = fair_candidates(conn, at, cap, limit)?;
+        PickKind::Claimable { at, cap, per_user } => {
+            let order = fair_candidates(conn, at, cap, limit, per_user)?;
             if order.is_empty() {
                 return Ok(Vec::new());
             }

@@ -25,6 +25,7 @@ on_both_backends!(
     a_lease_past_the_calendar_is_refused,
     claims_take_turns_between_users,
     a_parked_run_waits_for_its_time,
+    the_per_user_cap_holds_across_claims,
 );
 
 fn lease(ttl: Duration) -> Lease {
@@ -40,6 +41,7 @@ fn claim(owner: &str, limit: usize, ttl: Duration) -> ClaimRequest {
         limit,
         ttl,
         max_takeovers: 3,
+        max_running_per_user: 0,
     }
 }
 
@@ -242,6 +244,7 @@ async fn takeover_cap_fails_the_run(t: &TestDb) {
         limit: 5,
         ttl: Duration::ZERO,
         max_takeovers: 2,
+        max_running_per_user: 0,
     };
     let mut epochs = Vec::new();
     for expected_takeovers in 0..=2u32 {
@@ -674,4 +677,35 @@ async fn a_parked_run_waits_for_its_time(t: &TestDb) {
     assert_eq!(again.len(), 1);
     assert!(!again[0].taken_over, "parking is not a takeover");
     assert_eq!(again[0].snapshot.epoch, first.snapshot.epoch + 1);
+}
+
+async fn the_per_user_cap_holds_across_claims(t: &TestDb) {
+    let db = t.db();
+    let busy = user(db, "busy").await;
+    let calm = user(db, "calm").await;
+    for _ in 0..5 {
+        db.enqueue_run(&busy, &new_run(None, &["a"])).await.unwrap();
+    }
+    db.enqueue_run(&calm, &new_run(None, &["a"])).await.unwrap();
+    let capped = |owner: &str| ClaimRequest {
+        max_running_per_user: 2,
+        ..claim(owner, 10, Duration::from_secs(60))
+    };
+    let first = db.claim_runs(&capped("w1")).await.unwrap().claimed;
+    let of = |claimed: &[crate::ClaimedRun], u: &UserId| {
+        claimed.iter().filter(|c| &c.snapshot.user_id == u).count()
+    };
+    assert_eq!((of(&first, &busy), of(&first, &calm)), (2, 1));
+    // Another worker sees the two running ones: nothing more of busy's until one ends.
+    let second = db.claim_runs(&capped("w2")).await.unwrap().claimed;
+    assert!(second.is_empty(), "{} claimed over the cap", second.len());
+    let done = first.iter().find(|c| c.snapshot.user_id == busy).unwrap();
+    let mut end = write(&done.snapshot, done.snapshot.epoch);
+    end.finish = Some(RunFinish {
+        status: RunStatus::Succeeded,
+        error: None,
+    });
+    db.write(end).await.unwrap();
+    let third = db.claim_runs(&capped("w2")).await.unwrap().claimed;
+    assert_eq!(of(&third, &busy), 1, "one slot freed, one more run");
 }
