@@ -1,7 +1,7 @@
 //! cargo xtask: project automation that would otherwise be shell scripts.
 //!
 //! - `cargo xtask tidy`: the architecture checks that neither rustc nor clippy make: every
-//!   source file opens with a `//!` doc, crates depend only in the direction SPEC.md section 1
+//!   source file opens with a `//!` doc, crates depend only in the direction docs/ARCHITECTURE.md draws
 //!   allows, and no test is switched off with `#[ignore]` or `#[should_panic]`.
 //! - `cargo xtask ci`: what `.ci/run` does, minus starting PostgreSQL.
 //! - `cargo xtask bench [--quick]`: measures Pilot against this machine's limits (see

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 /// Which internal crates each crate may depend on (normal dependencies; tests may use more).
-/// This is SPEC.md section 1's dependency direction, written as data.
+/// The dependency direction that docs/ARCHITECTURE.md draws, written as data.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("pilot-core", &[]),
     ("pilot-registry", &["pilot-core"]),
@@ -58,6 +58,13 @@ pub(crate) fn run(root: &Path) -> Result<()> {
                 problems.push(format!("{shown}: contains {banned}]"));
             }
         }
+        check_self_explaining(&shown, &text, &mut problems);
+    }
+    for doc in markdown_files(root)? {
+        let text =
+            fs::read_to_string(&doc).with_context(|| format!("reading {}", doc.display()))?;
+        let shown = doc.strip_prefix(root).unwrap_or(&doc).display().to_string();
+        check_self_explaining(&shown, &text, &mut problems);
     }
     if problems.is_empty() {
         println!("tidy: ok");
@@ -77,7 +84,7 @@ fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
         for dep in normal_dependencies(&text) {
             if dep.starts_with("pilot-") && !allowed.contains(&dep.as_str()) {
                 problems.push(format!(
-                    "{krate} depends on {dep}, against SPEC.md section 1"
+                    "{krate} depends on {dep}, against the dependency direction of docs/ARCHITECTURE.md"
                 ));
             }
         }
@@ -101,6 +108,58 @@ fn normal_dependencies(manifest: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// The repo explains itself: no file points to planning documents that live outside it, or to
+/// tracker issue numbers, which a reader of the repo does not have.
+fn check_self_explaining(shown: &str, text: &str, problems: &mut Vec<String>) {
+    // Spelled in pieces so this file does not match itself.
+    let outside = [
+        ["SPEC", ".md"],
+        ["SPEC", " section"],
+        ["STYLE", ".md"],
+        ["NOTES", ".md"],
+    ];
+    for pieces in outside {
+        let needle = pieces.concat();
+        if text.contains(&needle) {
+            problems.push(format!(
+                "{shown}: refers to {needle}, which is not in this repository"
+            ));
+        }
+    }
+    let bytes = text.as_bytes();
+    for prefix in ["(issue ", "issue #"] {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(prefix) {
+            let next = from + at + prefix.len();
+            if bytes.get(next).is_some_and(u8::is_ascii_digit) {
+                problems.push(format!("{shown}: cites a tracker issue number"));
+                break;
+            }
+            from = next;
+        }
+    }
+}
+
+/// README.md, docs/*.md and each crate's README.md.
+fn markdown_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = vec![root.join("README.md")];
+    for entry in fs::read_dir(root.join("docs")).context("listing docs")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "md") {
+            out.push(path);
+        }
+    }
+    for top in ["crates", "bins"] {
+        for entry in fs::read_dir(root.join(top)).with_context(|| format!("listing {top}"))? {
+            let readme = entry?.path().join("README.md");
+            if readme.exists() {
+                out.push(readme);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn rust_files(root: &Path) -> Result<Vec<PathBuf>> {

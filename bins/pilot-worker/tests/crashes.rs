@@ -1,5 +1,5 @@
 //! Real `pilot-worker` processes against one PostgreSQL database, with the faults of
-//! RELIABILITY.md delivered as signals: SIGKILL during step 2 of 3 (taken over, finished, no
+//! docs/RELIABILITY.md delivered as signals: SIGKILL during step 2 of 3 (taken over, finished, no
 //! finished step repeated), SIGSTOP past the lease then SIGCONT (the frozen worker changes
 //! nothing), and SIGTERM (the drain finishes or releases the run in flight). The steps call a
 //! local fake server that records each call with its `Idempotency-Key`: the ledger.

@@ -1,4 +1,4 @@
-//! The fault cases of RELIABILITY.md not covered by the other process tests, each with its
+//! The fault cases of docs/RELIABILITY.md not covered by the other process tests, each with its
 //! "nothing lost" check against a ledger of the calls a local server received:
 //!
 //! - the database connection cut and restored mid-run (a TCP proxy in front of PostgreSQL resets

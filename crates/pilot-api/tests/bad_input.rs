@@ -1,4 +1,4 @@
-//! The bad-input catalogue (RELIABILITY.md): one table of requests that must be refused, each
+//! The bad-input catalogue (docs/RELIABILITY.md): one table of requests that must be refused, each
 //! with the status, error code and named field it must answer, run on both backends. Every case
 //! also asserts the one JSON error shape and that the caller's data did not change (a 4xx
 //! changes nothing).

@@ -1,4 +1,4 @@
-//! The tenant-isolation matrix (RELIABILITY.md), generated from the route table: every route
+//! The tenant-isolation matrix (docs/RELIABILITY.md), generated from the route table: every route
 //! that takes an id, called with {another user's id, a random id, a malformed id, the caller's
 //! own id}, on both backends. Another user's object must be indistinguishable from a missing
 //! one (same status, same body), and nothing of its owner may change. A route whose operation

@@ -1,4 +1,4 @@
-//! Secret redaction (RELIABILITY.md promise 8): the caller's credential values are removed from
+//! Secret redaction (docs/RELIABILITY.md promise 8): the caller's credential values are removed from
 //! stored outputs, previews, messages and errors before anything is written, in every encoding a
 //! remote service is likely to echo them in.
 //!

@@ -1,4 +1,4 @@
-//! The `${...}` template language (SPEC section 3): a closed lookup grammar, never evaluated.
+//! The `${...}` template language: a closed lookup grammar, never evaluated.
 //!
 //! Grammar: `${steps.<ref>.output<path>}`, `${input<path>}`, `${run.id}`, `${plan.id}`, where
 //! `<ref>` is a step id or a 0-based index and `<path>` is any number of `.field`, `["any key"]`

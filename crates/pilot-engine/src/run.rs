@@ -1,4 +1,4 @@
-//! The executor of one run (SPEC section 5): steps in order, finished steps never again, `when`,
+//! The executor of one run: steps in order, finished steps never again, `when`,
 //! parameter resolution, retries with backoff, timeouts, skip-after-failure, cancellation at step
 //! boundaries, and the writes that make it durable.
 //!

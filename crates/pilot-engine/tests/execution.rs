@@ -1,4 +1,4 @@
-//! Execution semantics (SPEC section 5) with the scripted provider over a memory store: writes
+//! Execution semantics with the scripted provider over a memory store: writes
 //! per run, references, retries and their timing on tokio's paused clock, timeouts,
 //! skip-after-failure, continue_on_error, `when`, cancellation, fencing, resumption and the
 //! idempotency key.

@@ -1,4 +1,4 @@
-//! RELIABILITY.md promise 8 through the engine: a provider that echoes the caller's secrets, in
+//! docs/RELIABILITY.md promise 8 through the engine: a provider that echoes the caller's secrets, in
 //! every encoding, leaves none of them in the stored output, the log previews, messages or
 //! errors, the run's error, or what `/api/execute-step` answers.
 

@@ -52,7 +52,7 @@ pub(crate) struct Binding<'a> {
     pub(crate) kind: &'a str,
 }
 
-/// The operator's key settings as the binaries read them (SPEC section 8): a single key
+/// The operator's key settings as the binaries read them: a single key
 /// (`PILOT_MASTER_KEY`, key id `k1`) or several (`PILOT_MASTER_KEYS` with
 /// `PILOT_ACTIVE_KEY_ID`), each also from a file; with none, the embedded SQLite default uses a
 /// key file generated in the data directory.

@@ -4,7 +4,7 @@
 //! type holding the secret has no `Debug` and no `Serialize`, so it cannot reach a log or a
 //! response by accident. Error messages never repeat the value.
 //!
-//! Binding (SPEC section 2): an `openai`/`groq` key goes only to the operator's base URL, so it
+//! Binding: an `openai`/`groq` key goes only to the operator's base URL, so it
 //! takes no origin; a `custom_api` credential is bound to one origin, given directly or through
 //! one of the caller's custom integrations.
 

@@ -1,4 +1,4 @@
-//! The one guarded outbound HTTP client (RELIABILITY.md, "Outbound guard in four layers"):
+//! The one guarded outbound HTTP client (four layers: URL preflight, a checking resolver, redirects by hand, no proxy):
 //! (a) a URL preflight ([`check_url`]: http/https, no userinfo, IP literals classified after
 //! unwrapping IPv4-mapped, NAT64 and 6to4 forms); (b) a resolver that refuses a name when any of
 //! its addresses is blocked and pins the checked addresses; (c) redirects followed by hand, at

@@ -1,4 +1,4 @@
-//! What a non-2xx response means for the engine's retries (SPEC section 4): 408, 429 and 5xx
+//! What a non-2xx response means for the engine's retries: 408, 429 and 5xx
 //! may succeed later, so they are retryable and carry the server's `Retry-After` (seconds or an
 //! HTTP date); every other status is permanent. Messages name the status and a short excerpt of
 //! the body, so a failed step says why without storing the whole answer.

@@ -7,7 +7,7 @@
 //! weekday numbering never matters; and because it ANDs day-of-month with day-of-week, crontab's
 //! OR is two crate schedules whose earliest answer wins.
 //!
-//! Mapping a local time to instants is where the time zone comes in, in two ways (SPEC section 6,
+//! Mapping a local time to instants is where the time zone comes in, in two ways (following
 //! Debian cron's rule):
 //! - wall-clock jobs (5 fields, fixed minute and hour) fire once per matching local time: at its
 //!   only instant, at the first of two in a repeated interval, or at the end of a skipped one;
