@@ -56,7 +56,7 @@ done
   --no-color > "$dir/st.out" 2>&1
 status=$?
 kill $server; wait $server
-tail -n 25 "$dir/st.out"
+if [ "$status" -eq 0 ]; then tail -n 25 "$dir/st.out"; else cat "$dir/st.out"; fi
 panics=$(grep -c panicked "$dir/server.err" || true)
 echo "schemathesis ($backend): exit $status, server panics: $panics"
 [ "$status" -eq 0 ] && [ "$panics" -eq 0 ]

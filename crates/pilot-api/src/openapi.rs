@@ -1,8 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the route table ([`crate::routes`]) plus the
 //! component schemas written here, beside the examples that tests deserialize into the real
 //! input types. Error responses are derived from each route's shape: every route may answer
-//! 503; authenticated ones 401; routes with path ids 404; routes with a body 400, 413 and 415;
-//! routes with query parameters 400.
+//! 503; authenticated ones 401 and 429; routes with path ids 404; routes with a body 400, 413
+//! and 415; routes with query parameters 400; the few that can conflict 409.
 
 use std::sync::OnceLock;
 
@@ -85,6 +85,7 @@ fn operation(route: &Route) -> Value {
                 json!({ "type": "integer", "minimum": min, "maximum": max })
             }
             QueryType::DateTime => json!({ "type": "string", "format": "date-time" }),
+            QueryType::Boolean => json!({ "enum": ["true", "false"] }),
         };
         parameters.push(json!({
             "name": q.name,
@@ -141,9 +142,23 @@ fn operation(route: &Route) -> Value {
     }
     if matches!(
         route.info.operation_id,
-        "cancelRun" | "createIntegration" | "updateIntegration"
+        "cancelRun"
+            | "createIntegration"
+            | "updateIntegration"
+            | "deletePlan"
+            | "execute"
+            | "inboundHook"
     ) {
-        error(409, "The change conflicts with the current state.");
+        error(
+            409,
+            "The change conflicts with the current state (a finished run, a taken name, a paused plan, a plan with runs in progress).",
+        );
+    }
+    if route.info.auth || route.info.operation_id == "inboundHook" {
+        error(
+            429,
+            "Too many requests (failed authentications from this address, your request budget, or this webhook's); see Retry-After.",
+        );
     }
     error(503, "The database is unavailable; nothing was changed.");
     let mut op = json!({
@@ -519,6 +534,7 @@ fn schemas() -> Value {
                                 "type": { "type": "string" },
                                 "required": { "type": "boolean" },
                                 "description": { "type": "string" },
+                                "format": { "enum": ["jq", "url"], "description": "Checked when the plan is saved, for a literal value: a jq expression that compiles, or a URL the outbound guard accepts." },
                             },
                         } },
                         "one_of": { "type": "array", "items": { "type": "array", "items": { "type": "string" } } },
@@ -815,6 +831,22 @@ fn schemas() -> Value {
                 "missed_paused": { "type": "integer", "minimum": 0, "description": "In the jobs list: ticks skipped because the plan was paused." },
                 "created_at": time(),
                 "updated_at": time(),
+            },
+        },
+        "PlanValidation": {
+            "type": "object",
+            "required": ["valid", "errors", "required_providers"],
+            "properties": {
+                "valid": { "type": "boolean" },
+                "errors": { "type": "array", "items": {
+                    "type": "object",
+                    "properties": {
+                        "step": { "type": ["string", "null"] },
+                        "field": { "type": ["string", "null"] },
+                        "message": { "type": "string" },
+                    },
+                } },
+                "required_providers": { "type": "array", "items": { "type": "string" } },
             },
         },
         "SchedulePage": page_of("Schedule"),

@@ -101,6 +101,8 @@ pub(crate) enum QueryType {
     Integer(u32, u32),
     /// An RFC 3339 date-time.
     DateTime,
+    /// `true` or `false`.
+    Boolean,
 }
 
 /// A documented query parameter.
@@ -328,6 +330,22 @@ pub(crate) static ROUTES: &[Route] = &[
     },
     Route {
         info: RouteInfo {
+            body: true,
+            ..info(Verb::Post, "/api/plans/validate", "validatePlan")
+        },
+        summary: "Check a plan as saving it would, without saving it: every problem found",
+        tag: "plans",
+        query: &[],
+        request: Some(("PlanInput", true)),
+        responses: &[(
+            200,
+            Some("PlanValidation"),
+            "Whether the plan is valid, and every problem (step, field, message).",
+        )],
+        mount: |r| r.to(plans::validate),
+    },
+    Route {
+        info: RouteInfo {
             params: PLAN_ID,
             ..info(Verb::Get, "/api/plans/{id}", "getPlan")
         },
@@ -358,7 +376,12 @@ pub(crate) static ROUTES: &[Route] = &[
         },
         summary: "Delete a plan, its schedule and webhook tokens (runs and logs stay)",
         tag: "plans",
-        query: &[],
+        query: &[QueryParam {
+            name: "force",
+            kind: QueryType::Boolean,
+            required: false,
+            description: "Also when runs of the plan are queued or running: they are cancelled (without it, such a plan answers 409).",
+        }],
         request: None,
         responses: &[(204, None, "Deleted.")],
         mount: |r| r.to(plans::delete),

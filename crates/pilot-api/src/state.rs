@@ -258,3 +258,46 @@ impl AppState {
         self.inner.work.wait().await;
     }
 }
+
+/// What plans are validated against when they are saved or run: the registry's providers and
+/// expression language, and this server's outbound guard for literal URLs, so a URL the guard
+/// would refuse at run time is refused on save, naming the setting that opens it.
+pub(crate) struct ApiCatalogue<'a> {
+    registry: &'a Registry,
+    outbound: &'a OutboundClient,
+}
+
+impl AppState {
+    /// The catalogue plans are validated against.
+    pub(crate) fn catalogue(&self) -> ApiCatalogue<'_> {
+        ApiCatalogue {
+            registry: &self.inner.registry,
+            outbound: &self.inner.http,
+        }
+    }
+}
+
+impl pilot_core::Catalogue for ApiCatalogue<'_> {
+    fn actions(&self, provider: &str) -> Option<Vec<pilot_core::ActionSpec>> {
+        self.registry.actions(provider)
+    }
+
+    fn check_expression(&self, expr: &str) -> Result<(), String> {
+        self.registry.check_expression(expr)
+    }
+
+    fn provider_names(&self) -> Vec<String> {
+        self.registry.provider_names()
+    }
+
+    fn check_url(&self, text: &str) -> Result<(), String> {
+        let url = url::Url::parse(text).map_err(|e| format!("is not a valid URL: {e}"))?;
+        self.outbound.check_url(&url).map_err(|e| match e {
+            pilot_registry::OutboundError::Blocked(why) => format!(
+                "the destination is blocked: {why}; the operator can open an address range \
+                 with PILOT_OUTBOUND_ALLOW"
+            ),
+            other => other.to_string(),
+        })
+    }
+}

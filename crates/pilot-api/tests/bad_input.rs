@@ -197,6 +197,13 @@ fn catalogue() -> Vec<Case> {
         bad_plan("duplicate step id", json!([valid_step(), valid_step()]), "steps[1].id"),
         bad_plan("unknown provider", json!([{ "id": "a", "provider": "telepathy", "action": "post", "params": {} }]), "steps[0].provider"),
         bad_plan("unknown action", json!([{ "id": "a", "provider": "webhook", "action": "explode", "params": {} }]), "steps[0].action"),
+        // Caught on save, not mid-run: jq that does not compile, URLs the guard would refuse.
+        bad_plan("jq that does not compile", json!([{ "id": "a", "provider": "logic", "action": "transform", "params": { "expression": ".a |", "input": {} } }]), "steps[0].params.expression"),
+        bad_plan("jq calling an unknown function", json!([{ "id": "a", "provider": "logic", "action": "transform", "params": { "expression": "nosuchfn(1)" } }]), "steps[0].params.expression"),
+        bad_plan("literal URL in a private range", json!([webhook("a", json!("http://10.0.0.5/hook"), json!({}))]), "steps[0].params.url"),
+        bad_plan("literal URL with another scheme", json!([webhook("a", json!("ftp://files.example.com/x"), json!({}))]), "steps[0].params.url"),
+        bad_plan("literal URL that does not parse", json!([webhook("a", json!("http://"), json!({}))]), "steps[0].params.url"),
+        bad_plan("literal custom_api URL at the metadata address", json!([{ "id": "a", "provider": "custom_api", "action": "request", "params": { "url": "http://169.254.169.254/latest" } }]), "steps[0].params.url"),
         bad_plan("missing required param", json!([{ "id": "a", "provider": "webhook", "action": "post", "params": {} }]), "steps[0].params.url"),
         bad_plan("unknown param", json!([{ "id": "a", "provider": "webhook", "action": "post", "params": { "url": "https://x.example.com", "bogus": 1 } }]), "steps[0].params.bogus"),
         bad_plan("param of the wrong type", json!([webhook("a", json!(5), json!({}))]), "steps[0].params.url"),

@@ -129,6 +129,35 @@ async fn journey(world: &World) {
 
     // Plans.
     let plan_body = support::webhook_plan("Notify", fake.url("/orders").as_ref());
+    // Checked first, saving nothing: the same plan is valid; a broken one lists every problem.
+    let checked = call!(
+        Req::post("/api/plans/validate").by(alice).json(&plan_body),
+        200
+    );
+    assert_eq!(checked.body["valid"], true, "{}", checked.text);
+    let broken = call!(
+        Req::post("/api/plans/validate").by(alice).json(&json!({ "name": "b", "steps": [
+            { "id": "one", "provider": "logic", "action": "transform", "params": { "expresion": ".a" } },
+            { "id": "two", "provider": "webhook", "action": "post", "params": { "url": "http://10.0.0.9/x", "body": {} } },
+            { "id": "three", "provider": "nope", "action": "x", "params": {} }
+        ] })),
+        200
+    );
+    assert_eq!(broken.body["valid"], false);
+    let fields: Vec<&str> = broken.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap_or(""))
+        .collect();
+    for field in [
+        "steps[0].params.expression",
+        "steps[0].params.expresion",
+        "steps[1].params.url",
+        "steps[2].provider",
+    ] {
+        assert!(fields.contains(&field), "{field} missing from {fields:?}");
+    }
     let plan = call!(Req::post("/api/plans").by(alice).json(&plan_body), 201);
     assert_eq!(plan.body["required_providers"], json!(["logic", "webhook"]));
     let plan_id = plan.body["id"].as_str().unwrap().to_owned();
@@ -857,5 +886,65 @@ async fn deleting_a_plan_with_queued_runs_needs_force() {
         );
         let run = send(&app, Req::get(format!("/api/runs/{run_id}")).by(alice)).await;
         assert_eq!(run.body["status"], "cancelled", "{}", run.text);
+    }
+}
+
+/// Mistakes are caught on save with a message that says what to do; a templated URL is checked
+/// when the step runs, with the same guard.
+#[actix_web::test]
+async fn literal_urls_and_jq_are_checked_on_save() {
+    for world in World::all().await {
+        let app = world.app().await;
+        let alice = &world.alice;
+        let save = |steps: Value| {
+            Req::post("/api/plans")
+                .by(alice)
+                .json(&json!({ "name": "v", "steps": steps }))
+        };
+        let blocked = send(
+            &app,
+            save(json!([{ "id": "a", "provider": "webhook", "action": "post",
+            "params": { "url": "http://192.168.1.20/hook", "body": {} } }])),
+        )
+        .await;
+        assert_eq!(blocked.status, 400, "{}", blocked.text);
+        let (_, message, details) = support::error_of(&blocked);
+        assert_eq!(details["field"], "steps[0].params.url");
+        assert!(message.contains("PILOT_OUTBOUND_ALLOW"), "{message}");
+        assert!(message.contains("192.168.1.20"), "{message}");
+
+        let jq = send(
+            &app,
+            save(
+                json!([{ "id": "shape", "provider": "logic", "action": "transform",
+            "params": { "expression": "{a: .b", "input": {} } }]),
+            ),
+        )
+        .await;
+        assert_eq!(jq.status, 400, "{}", jq.text);
+        let (_, message, _) = support::error_of(&jq);
+        assert!(
+            message.contains("step 'shape'") && message.contains("does not compile"),
+            "{message}"
+        );
+
+        // Templated: saved; the guard refuses it when the step runs.
+        let templated = send(
+            &app,
+            save(json!([{ "id": "a", "provider": "webhook", "action": "post",
+            "params": { "url": "${input.url}", "body": {} } }])),
+        )
+        .await;
+        assert_eq!(templated.status, 201, "{}", templated.text);
+        let id = templated.body["id"].as_str().unwrap();
+        let ran = send(
+            &app,
+            Req::post("/api/execute").by(alice).json(&json!({
+            "plan_id": id, "input": { "url": "http://192.168.1.20/hook" } })),
+        )
+        .await;
+        assert_eq!(ran.body["status"], "failed", "{}", ran.text);
+        let error = ran.body["steps"][0]["error"].as_str().unwrap();
+        assert!(error.contains("192.168.1.20"), "{error}");
     }
 }

@@ -44,6 +44,11 @@ pub struct ParamSpec {
     pub required: bool,
     /// One sentence.
     pub description: String,
+    /// What a literal string value must be beyond its JSON type, checked when the plan is
+    /// saved: `jq` (an expression that compiles) or `url` (an http or https URL the outbound
+    /// guard accepts). A value holding a `${...}` reference is checked at run time instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 impl ParamSpec {
@@ -54,7 +59,14 @@ impl ParamSpec {
             kind: kind.to_owned(),
             required,
             description: description.to_owned(),
+            format: None,
         }
+    }
+
+    /// The same param with a `format` checked on save (`jq` or `url`).
+    pub fn with_format(mut self, format: &str) -> Self {
+        self.format = Some(format.to_owned());
+        self
     }
 }
 
@@ -65,6 +77,12 @@ pub trait Catalogue {
 
     /// Checks that `expr` is a valid `when` expression (jq syntax), without running it.
     fn check_expression(&self, expr: &str) -> Result<(), String>;
+
+    /// Checks a literal URL param as the outbound guard will when the step runs (scheme, host,
+    /// blocked address ranges). The default accepts every URL.
+    fn check_url(&self, _url: &str) -> Result<(), String> {
+        Ok(())
+    }
 
     /// The registered provider names, listed in the error for an unknown provider. The default
     /// lists none.
@@ -249,6 +267,19 @@ fn check_action(step: &Step, catalogue: &dyn Catalogue, report: &mut dyn FnMut(&
                         &format!("params.{}", spec.name),
                         format!("expected {}, found {found}", spec.kind),
                     );
+                } else if let (Some(format), Value::String(text)) = (&spec.format, value)
+                    && !text.contains("${")
+                {
+                    let checked = match format.as_str() {
+                        "jq" => catalogue
+                            .check_expression(text)
+                            .map_err(|e| format!("the jq expression does not compile: {e}")),
+                        "url" => catalogue.check_url(text),
+                        _ => Ok(()),
+                    };
+                    if let Err(message) = checked {
+                        report(&format!("params.{}", spec.name), message);
+                    }
                 }
             }
         }

@@ -53,7 +53,23 @@ impl Catalogue for FakeCatalogue {
                 ],
                 vec![vec!["url".to_owned(), "integration".to_owned()]],
             )]),
+            "checked" => Some(vec![action(
+                "call",
+                vec![
+                    ParamSpec::new("expression", "string", false, "jq.").with_format("jq"),
+                    ParamSpec::new("url", "string", false, "Where to.").with_format("url"),
+                ],
+                Vec::new(),
+            )]),
             _ => None,
+        }
+    }
+
+    fn check_url(&self, url: &str) -> Result<(), String> {
+        if url.contains("blocked") {
+            Err("the destination is blocked".to_owned())
+        } else {
+            Ok(())
         }
     }
 
@@ -508,5 +524,30 @@ fn errors_render_with_step_and_field() {
         errors[0]
             .to_string()
             .starts_with("step '#0', id: invalid step id '9lives'")
+    );
+}
+
+#[test]
+fn literal_params_with_a_format_are_checked_on_save_and_templated_ones_at_run_time() {
+    let step = |params: Value| json!([{"id": "a", "provider": "checked", "action": "call", "params": params}]);
+    check(
+        step(json!({"expression": "map(.x", "url": "http://blocked.test/"})),
+        &[
+            (
+                "a",
+                "params.expression",
+                "the jq expression does not compile: unbalanced",
+            ),
+            ("a", "params.url", "the destination is blocked"),
+        ],
+    );
+    check(
+        step(json!({"expression": "map(.x)", "url": "http://fine.test/"})),
+        &[],
+    );
+    // A reference is resolved at run time, and checked then.
+    check(
+        step(json!({"expression": "${input.expr}", "url": "${input.blocked_url}"})),
+        &[],
     );
 }

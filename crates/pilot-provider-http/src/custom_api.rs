@@ -69,7 +69,8 @@ impl Provider for CustomApi {
                         "string",
                         false,
                         "A full http or https URL, instead of an integration.",
-                    ),
+                    )
+                    .with_format("url"),
                     ParamSpec::new(
                         "method",
                         "string",

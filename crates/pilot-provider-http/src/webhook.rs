@@ -24,7 +24,8 @@ impl Provider for Webhook {
     fn describe(&self) -> ProviderDescription {
         let common = || {
             vec![
-                ParamSpec::new("url", "string", true, "The http or https URL to call."),
+                ParamSpec::new("url", "string", true, "The http or https URL to call.")
+                    .with_format("url"),
                 ParamSpec::new(
                     "body",
                     "any",

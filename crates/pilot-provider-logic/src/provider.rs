@@ -59,7 +59,7 @@ impl Provider for LogicProvider {
                         limits.max_alloc_bytes >> 20
                     ),
                     params: vec![
-                        ParamSpec::new("expression", "string", true, "The jq expression, e.g. `.items | map(.name)`."),
+                        ParamSpec::new("expression", "string", true, "The jq expression, e.g. `.items | map(.name)`.").with_format("jq"),
                         ParamSpec::new("input", "any", false, "The JSON value the expression reads as `.` (default null)."),
                         ParamSpec::new(
                             "all",

@@ -176,7 +176,7 @@ pub(crate) fn prepare(state: &AppState, input: PlanInput) -> Result<NewPlan, Api
         name: input.name.trim().to_owned(),
         steps: input.steps,
     };
-    if let Err(errors) = validate_plan(&plan, state.registry().as_ref()) {
+    if let Err(errors) = validate_plan(&plan, &state.catalogue()) {
         let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
         return Err(ApiError::validation(&errors, "", &ids));
     }
@@ -255,6 +255,38 @@ pub(crate) async fn create(
         view.webhook = issue_hook(&state, &caller, &view.id).await?;
     }
     Ok(HttpResponse::Created().json(view))
+}
+
+/// `POST /api/plans/validate`: checks a plan exactly as saving it would, and saves nothing. A
+/// body that is not a plan's JSON is a 400 as for a save; a plan with problems is a 200 listing
+/// every one found (step, field, message).
+pub(crate) async fn validate(
+    state: Data<AppState>,
+    _caller: Caller,
+    req: HttpRequest,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let input: PlanInput = body.json(&req).await?;
+    let answer = match prepare(&state, input) {
+        Ok(plan) => serde_json::json!({
+            "valid": true,
+            "errors": [],
+            "required_providers": plan.required_providers,
+        }),
+        Err(e) if e.code() == "validation_failed" => {
+            let errors = match e.details().get("errors") {
+                Some(listed) => listed.clone(),
+                None => serde_json::json!([{
+                    "step": null,
+                    "field": e.details().get("field").cloned().unwrap_or_default(),
+                    "message": e.message(),
+                }]),
+            };
+            serde_json::json!({ "valid": false, "errors": errors, "required_providers": [] })
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// `GET /api/plans/{id}`

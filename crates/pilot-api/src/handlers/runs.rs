@@ -206,7 +206,7 @@ pub(crate) async fn execute(
         }
         (None, Some(plan)) => {
             crate::handlers::check_line("plan.name", &plan.name, 200, true)?;
-            if let Err(errors) = validate_plan(&plan, state.registry().as_ref()) {
+            if let Err(errors) = validate_plan(&plan, &state.catalogue()) {
                 let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
                 return Err(ApiError::validation(&errors, "plan.", &ids));
             }
@@ -350,7 +350,7 @@ pub(crate) async fn execute_step(
         when: None,
         continue_on_error: false,
     };
-    if let Err(errors) = validate_step(&step, 0, &[], state.registry().as_ref()) {
+    if let Err(errors) = validate_step(&step, 0, &[], &state.catalogue()) {
         // The step's fields are at the top level of this request.
         let ids = [step.id.as_str()];
         let e = ApiError::validation(&errors, "", &ids);
