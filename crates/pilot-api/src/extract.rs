@@ -387,7 +387,7 @@ fn nul_error(at: usize) -> ApiError {
 }
 
 /// A user-supplied header value cut for an error message.
-fn shown(text: &str) -> String {
+pub(crate) fn shown(text: &str) -> String {
     let cut: String = text.chars().take(64).collect();
     if cut.len() < text.len() {
         format!("{cut}...")

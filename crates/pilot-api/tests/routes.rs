@@ -948,3 +948,42 @@ async fn literal_urls_and_jq_are_checked_on_save() {
         assert!(error.contains("192.168.1.20"), "{error}");
     }
 }
+
+/// What `GET /api/plans/{id}` answers can be sent back unchanged to `PUT` (and to `POST`, which
+/// makes a copy); a body naming another plan's id is a 409.
+#[actix_web::test]
+async fn a_plan_read_back_can_be_sent_back_unchanged() {
+    for world in World::all().await {
+        let app = world.app().await;
+        let alice = &world.alice;
+        let created = send(&app, Req::post("/api/plans").by(alice).json(&json!({ "name": "r",
+            "steps": [{ "id": "a", "provider": "logic", "action": "set", "params": { "value": 1 } }],
+            "trigger": { "type": "cron", "cron": "0 6 * * *" } }))).await;
+        let id = created.body["id"].as_str().unwrap().to_owned();
+        let read = send(&app, Req::get(format!("/api/plans/{id}")).by(alice)).await;
+        let put = send(
+            &app,
+            Req::put(format!("/api/plans/{id}"))
+                .by(alice)
+                .json(&read.body),
+        )
+        .await;
+        assert_eq!(put.status, 200, "{}: {}", world.backend(), put.text);
+        assert_eq!(put.body["steps"], read.body["steps"]);
+        let copy = send(&app, Req::post("/api/plans").by(alice).json(&read.body)).await;
+        assert_eq!(copy.status, 201, "{}", copy.text);
+        assert_ne!(
+            copy.body["id"], read.body["id"],
+            "a copy with an id of its own"
+        );
+
+        let mut other = read.body.clone();
+        other["id"] = copy.body["id"].clone();
+        let clash = send(
+            &app,
+            Req::put(format!("/api/plans/{id}")).by(alice).json(&other),
+        )
+        .await;
+        assert_eq!(clash.status, 409, "{}", clash.text);
+    }
+}

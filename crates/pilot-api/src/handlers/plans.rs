@@ -28,6 +28,19 @@ pub(crate) struct PlanInput {
     trigger: Option<Trigger>,
     #[serde(default)]
     status: Option<String>,
+    /// What `GET /api/plans/{id}` shows besides the plan, so its answer can be sent back as it
+    /// is: the server owns these, ignores them on save, and refuses an `id` that is not the
+    /// plan's (409).
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    required_providers: Option<serde_json::Value>,
+    #[serde(default)]
+    next_fires: Option<serde_json::Value>,
+    #[serde(default)]
+    created_at: Option<serde_json::Value>,
+    #[serde(default)]
+    updated_at: Option<serde_json::Value>,
 }
 
 /// Reads a trigger refusing unknown members. `Trigger` is an internally tagged enum, and serde
@@ -310,6 +323,16 @@ pub(crate) async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = PlanId(path_id(&req, "id")?);
     let input: PlanInput = body.json(&req).await?;
+    if let Some(given) = &input.id
+        && !given.eq_ignore_ascii_case(id.as_str())
+    {
+        return Err(ApiError::conflict(format!(
+            "the body's id ({}) is not the plan's ({}); leave it out, or send the plan to its \
+             own URL",
+            crate::extract::shown(given),
+            id.as_str()
+        )));
+    }
     let plan = prepare(&state, input)?;
     let row = state
         .db()
