@@ -33,14 +33,14 @@ pub(crate) struct PlanInput {
     /// plan's (409).
     #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
-    required_providers: Option<serde_json::Value>,
-    #[serde(default)]
-    next_fires: Option<serde_json::Value>,
-    #[serde(default)]
-    created_at: Option<serde_json::Value>,
-    #[serde(default)]
-    updated_at: Option<serde_json::Value>,
+    #[serde(default, rename = "required_providers")]
+    _required_providers: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "next_fires")]
+    _next_fires: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "created_at")]
+    _created_at: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "updated_at")]
+    _updated_at: Option<serde::de::IgnoredAny>,
 }
 
 /// Reads a trigger refusing unknown members. `Trigger` is an internally tagged enum, and serde
