@@ -129,6 +129,42 @@ pub(crate) struct Route {
     pub(crate) mount: fn(actix_web::Route) -> actix_web::Route,
 }
 
+/// The filters of `GET /api/runs`, with paging.
+const RUN_FILTERS: &[QueryParam] = &[
+    PAGE[0],
+    PAGE[1],
+    QueryParam {
+        name: "status",
+        kind: QueryType::Text,
+        required: false,
+        description: "Runs in any of these statuses, comma-separated: queued, running, succeeded, failed, cancelled.",
+    },
+    QueryParam {
+        name: "plan_id",
+        kind: QueryType::FilterId,
+        required: false,
+        description: "Runs of this plan.",
+    },
+    QueryParam {
+        name: "trigger",
+        kind: QueryType::Text,
+        required: false,
+        description: "Runs started this way: api, schedule, webhook or step.",
+    },
+    QueryParam {
+        name: "created_after",
+        kind: QueryType::DateTime,
+        required: false,
+        description: "Runs created at or after this time (RFC 3339).",
+    },
+    QueryParam {
+        name: "created_before",
+        kind: QueryType::DateTime,
+        required: false,
+        description: "Runs created before this time (RFC 3339).",
+    },
+];
+
 const PAGE: &[QueryParam] = &[
     QueryParam {
         name: "limit",
@@ -509,6 +545,15 @@ pub(crate) static ROUTES: &[Route] = &[
             ),
         ],
         mount: |r| r.to(runs::execute_step),
+    },
+    Route {
+        info: info(Verb::Get, "/api/runs", "listRuns"),
+        summary: "Your runs across plans, newest first, with filters",
+        tag: "runs",
+        query: RUN_FILTERS,
+        request: None,
+        responses: &[(200, Some("RunPage"), "One page of runs.")],
+        mount: |r| r.to(runs::list),
     },
     Route {
         info: RouteInfo {

@@ -219,6 +219,17 @@ async fn journey(world: &World) {
         200
     );
 
+    // Runs across plans.
+    let across = call!(
+        Req::get("/api/runs?status=succeeded,failed&limit=5").by(alice),
+        200
+    );
+    assert!(
+        !across.body["items"].as_array().unwrap().is_empty(),
+        "{}",
+        across.text
+    );
+
     // Queued execution, then cancel it before any worker runs it.
     let accepted = call!(
         Req::post("/api/execute")
@@ -985,5 +996,123 @@ async fn a_plan_read_back_can_be_sent_back_unchanged() {
         )
         .await;
         assert_eq!(clash.status, 409, "{}", clash.text);
+    }
+}
+
+/// `GET /api/runs` lists the caller's runs across plans with filters that combine, and refuses
+/// malformed ones naming the parameter.
+#[actix_web::test]
+async fn runs_are_listed_across_plans_with_filters() {
+    for world in World::all().await {
+        let app = world.app().await;
+        let (alice, bob) = (&world.alice, &world.bob);
+        let step = |value: Value| {
+            json!([{ "id": "a", "provider": "logic", "action": "transform",
+            "params": { "expression": ".x | not", "input": { "x": value } } }])
+        };
+        let plan = |name: &str, steps: Value| {
+            Req::post("/api/plans")
+                .by(alice)
+                .json(&json!({ "name": name, "steps": steps }))
+        };
+        let one = send(&app, plan("one", step(json!(true)))).await.body["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let two = send(
+            &app,
+            plan(
+                "two",
+                json!([{ "id": "a", "provider": "logic", "action": "transform",
+            "params": { "expression": "error(\"no\")" } }]),
+            ),
+        )
+        .await
+        .body["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for id in [&one, &one, &two] {
+            let ran = send(
+                &app,
+                Req::post("/api/execute")
+                    .by(alice)
+                    .json(&json!({ "plan_id": id })),
+            )
+            .await;
+            assert_eq!(ran.status, 200, "{}", ran.text);
+        }
+        let queued = send(
+            &app,
+            Req::post("/api/execute")
+                .by(alice)
+                .json(&json!({ "plan_id": two, "async": true })),
+        )
+        .await;
+        assert_eq!(queued.status, 202);
+        let ids = |path: &str| {
+            let path = path.to_owned();
+            let app = &app;
+            async move {
+                let listed = send(app, Req::get(path).by(alice)).await;
+                assert_eq!(listed.status, 200, "{}", listed.text);
+                listed.body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["plan_name"].as_str().unwrap().to_owned(),
+                            r["status"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(ids("/api/runs").await.len(), 4);
+        assert_eq!(
+            ids("/api/runs?status=succeeded").await,
+            vec![("one".into(), "succeeded".into()); 2]
+        );
+        assert_eq!(ids("/api/runs?status=failed,queued").await.len(), 2);
+        assert_eq!(
+            ids(&format!("/api/runs?plan_id={two}&status=queued")).await,
+            vec![("two".into(), "queued".into())]
+        );
+        assert_eq!(ids("/api/runs?trigger=schedule").await.len(), 0);
+        assert_eq!(
+            ids("/api/runs?created_after=2999-01-01T00:00:00Z")
+                .await
+                .len(),
+            0
+        );
+        assert_eq!(
+            ids("/api/runs?created_before=2999-01-01T00:00:00Z&limit=3")
+                .await
+                .len(),
+            3
+        );
+        // Paging: newest first, no run twice.
+        let first = send(&app, Req::get("/api/runs?limit=3").by(alice)).await;
+        let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+        let rest = send(
+            &app,
+            Req::get(format!("/api/runs?limit=3&cursor={cursor}")).by(alice),
+        )
+        .await;
+        assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
+        // Another user's runs are not there.
+        let theirs = send(&app, Req::get("/api/runs").by(bob)).await;
+        assert_eq!(theirs.body["items"].as_array().unwrap().len(), 0);
+        for (query, field) in [
+            ("status=done", "status"),
+            ("plan_id=nope", "plan_id"),
+            ("trigger=cron", "trigger"),
+            ("created_after=yesterday", "created_after"),
+        ] {
+            let bad = send(&app, Req::get(format!("/api/runs?{query}")).by(alice)).await;
+            assert_eq!(bad.status, 400, "{query}: {}", bad.text);
+            assert_eq!(support::error_of(&bad).2["field"], field, "{query}");
+        }
     }
 }

@@ -44,7 +44,7 @@ pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest};
 pub use plans::{NewPlan, PlanDeletion, PlanRow};
 pub use runs::{
     AbandonedRun, CancelOutcome, ClaimOutcome, ClaimRequest, ClaimedRun, Lease, NewRun, QueueStats,
-    RunRow, TAKEOVER_CAP_MESSAGE,
+    RunFilter, RunRow, TAKEOVER_CAP_MESSAGE,
 };
 pub use schedules::{
     DEFAULT_GRACE_SECONDS, MisfirePolicy, OverlapPolicy, ScheduleListing, ScheduleRow, ScheduleSpec,

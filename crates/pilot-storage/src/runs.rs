@@ -141,6 +141,21 @@ pub enum CancelOutcome {
     AlreadyFinished(RunStatus),
 }
 
+/// Which of a user's runs to list; empty fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Runs of this plan.
+    pub plan_id: Option<PlanId>,
+    /// Runs in any of these statuses.
+    pub statuses: Vec<RunStatus>,
+    /// Runs started this way.
+    pub trigger: Option<TriggerKind>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
 /// A worker's request for work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRequest {
@@ -879,18 +894,48 @@ impl Database {
         plan: &PlanId,
         page: &PageRequest,
     ) -> Result<Page<RunRow>, StorageError> {
+        let filter = RunFilter {
+            plan_id: Some(plan.clone()),
+            ..RunFilter::default()
+        };
+        self.list_runs(user, &filter, page).await
+    }
+
+    /// The user's runs matching `filter`, newest first (an index on `(user_id, created_at)`
+    /// serves the page; the filters narrow it).
+    pub async fn list_runs(
+        &self,
+        user: &UserId,
+        filter: &RunFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RunRow>, StorageError> {
         let position = page.position()?;
         let limit = page.clamped_limit();
-        let (user, plan) = (user.clone(), plan.clone());
+        let (user, filter) = (user.clone(), filter.clone());
         self.run(move |conn| {
             transaction(conn, Scope::User(&user), Mode::Read, |conn| {
                 let mut query = runs::table
                     .filter(runs::user_id.eq(user.as_str()))
-                    .filter(runs::plan_id.eq(plan.as_str()))
                     .select(RunRecord::as_select())
                     .order((runs::created_at.desc(), runs::id.desc()))
                     .limit(limit + 1)
                     .into_boxed();
+                if let Some(plan) = &filter.plan_id {
+                    query = query.filter(runs::plan_id.eq(plan.as_str().to_owned()));
+                }
+                if !filter.statuses.is_empty() {
+                    let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+                    query = query.filter(runs::status.eq_any(statuses));
+                }
+                if let Some(trigger) = filter.trigger {
+                    query = query.filter(runs::trigger_kind.eq(trigger.as_str()));
+                }
+                if let Some(after) = filter.created_after {
+                    query = query.filter(runs::created_at.ge(to_naive(after)));
+                }
+                if let Some(before) = filter.created_before {
+                    query = query.filter(runs::created_at.lt(to_naive(before)));
+                }
                 if let Some(c) = position {
                     query = query.filter(
                         runs::created_at

@@ -541,6 +541,78 @@ pub(crate) async fn cancel(
     Ok(HttpResponse::build(status).json(RunView::from(row)))
 }
 
+/// `GET /api/runs`: the caller's runs across plans, newest first, filtered by `status`
+/// (comma-separated, any of), `plan_id`, `trigger`, `created_after` and `created_before`.
+pub(crate) async fn list(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(
+        &req,
+        &[
+            "limit",
+            "cursor",
+            "status",
+            "plan_id",
+            "trigger",
+            "created_after",
+            "created_before",
+        ],
+    )?;
+    let page = query.page()?;
+    let mut filter = pilot_storage::RunFilter::default();
+    if let Some(text) = query.get("status").filter(|t| !t.is_empty()) {
+        for part in text.split(',') {
+            let status = RunStatus::parse(part.trim()).ok_or_else(|| {
+                ApiError::field(
+                    "invalid_query",
+                    "status",
+                    "status must be queued, running, succeeded, failed or cancelled (several: comma-separated)",
+                )
+            })?;
+            filter.statuses.push(status);
+        }
+    }
+    if let Some(text) = query.get("plan_id").filter(|t| !t.is_empty()) {
+        if !is_id(text) {
+            return Err(ApiError::field(
+                "invalid_query",
+                "plan_id",
+                "plan_id must be a plan id (a UUID)",
+            ));
+        }
+        filter.plan_id = Some(PlanId(text.to_ascii_lowercase()));
+    }
+    if let Some(text) = query.get("trigger").filter(|t| !t.is_empty()) {
+        filter.trigger = Some(TriggerKind::parse(text).ok_or_else(|| {
+            ApiError::field(
+                "invalid_query",
+                "trigger",
+                "trigger must be api, schedule, webhook or step",
+            )
+        })?);
+    }
+    let time = |name: &'static str| -> Result<Option<DateTime<Utc>>, ApiError> {
+        match query.get(name).filter(|t| !t.is_empty()) {
+            None => Ok(None),
+            Some(text) => DateTime::parse_from_rfc3339(text)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|_| {
+                    ApiError::field(
+                        "invalid_query",
+                        name,
+                        format!("{name} must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z"),
+                    )
+                }),
+        }
+    };
+    filter.created_after = time("created_after")?;
+    filter.created_before = time("created_before")?;
+    let runs = state.db().list_runs(&caller.user, &filter, &page).await?;
+    Ok(HttpResponse::Ok().json(PageView::from_page(runs, RunView::from)))
+}
+
 /// `GET /api/plans/{id}/runs`
 pub(crate) async fn list_for_plan(
     state: Data<AppState>,
