@@ -393,6 +393,8 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
             pilot_scheduler::WorkerConfig::new(format!("server:{}", std::process::id()));
         worker_config.max_takeovers = serve.max_takeovers;
         worker_config.max_running_per_user = serve.max_running_per_user;
+        worker_config.retain_runs = serve.retain_runs.and_then(|d| d.to_std().ok());
+        worker_config.retain_logs = serve.retain_logs.and_then(|d| d.to_std().ok());
         let worker = pilot_scheduler::Worker::new(
             worker_config,
             state.db().clone(),

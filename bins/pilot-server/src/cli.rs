@@ -196,6 +196,16 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) max_running_per_user: u32,
 
+    /// The embedded worker deletes finished runs (with their step states) older than this, e.g.
+    /// `90d`, every hour in small batches; kept when unset.
+    #[arg(long, global = true, env = "PILOT_RETAIN_RUNS", value_parser = parse_age)]
+    pub(crate) retain_runs: Option<chrono::Duration>,
+
+    /// The embedded worker deletes execution-log rows older than this, e.g. `90d`, every hour
+    /// (as the migration URL's owner role on PostgreSQL); kept when unset.
+    #[arg(long, global = true, env = "PILOT_RETAIN_LOGS", value_parser = parse_age)]
+    pub(crate) retain_logs: Option<chrono::Duration>,
+
     /// Takeovers allowed per run: a run whose worker died (its lease expired) more often than
     /// this is quarantined, failed with a message saying so, instead of crashing the next worker.
     #[arg(long, global = true, env = "PILOT_MAX_TAKEOVERS", default_value_t = pilot_scheduler::WorkerConfig::DEFAULT_MAX_TAKEOVERS)]

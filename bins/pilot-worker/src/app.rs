@@ -85,6 +85,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     config.lease_ttl = cli.lease_ttl;
     config.max_takeovers = cli.max_takeovers;
     config.max_running_per_user = cli.max_running_per_user;
+    config.retain_runs = cli.retain_runs;
+    config.retain_logs = cli.retain_logs;
     config.drain_grace = cli.drain_grace;
     config.idle_poll = cli.idle_poll;
     config.misfire_threshold = cli.misfire_threshold;

@@ -92,6 +92,15 @@ pub(crate) struct Cli {
     #[arg(long, env = "PILOT_MAX_RUNNING_PER_USER", default_value_t = 0)]
     pub(crate) max_running_per_user: u32,
 
+    /// Delete finished runs (with their step states) older than this, e.g. `90d`; kept when unset.
+    #[arg(long, env = "PILOT_RETAIN_RUNS", value_parser = parse_duration)]
+    pub(crate) retain_runs: Option<Duration>,
+
+    /// Delete execution-log rows older than this, e.g. `90d` (as the migration URL's owner role
+    /// on PostgreSQL); kept when unset.
+    #[arg(long, env = "PILOT_RETAIN_LOGS", value_parser = parse_duration)]
+    pub(crate) retain_logs: Option<Duration>,
+
     /// The most bytes (compact JSON) one step's output may take; a larger output fails the step.
     #[arg(long, env = "PILOT_MAX_OUTPUT_BYTES",
           default_value_t = pilot_engine::EngineConfig::default().max_output_bytes)]
@@ -167,7 +176,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("'{text}' needs a unit: ms, s, m or h (e.g. 30s)"))?;
+        .ok_or_else(|| format!("'{text}' needs a unit: ms, s, m, h or d (e.g. 30s)"))?;
     let (number, unit) = text.split_at(split);
     let n: u64 = number
         .parse()
@@ -177,7 +186,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
-        other => return Err(format!("unknown unit '{other}': use ms, s, m or h")),
+        "d" => 86_400_000,
+        other => return Err(format!("unknown unit '{other}': use ms, s, m, h or d")),
     };
     n.checked_mul(millis)
         .filter(|ms| *ms > 0)

@@ -20,6 +20,14 @@ pub struct WorkerConfig {
     /// Most runs of one user executing at once across every worker; 0 for no cap. With a cap,
     /// one user's burst leaves slots for the others even when every user's runs are long.
     pub max_running_per_user: u32,
+    /// Finished runs older than this are deleted (with their step states) by this worker's
+    /// retention pass; `None` keeps them.
+    pub retain_runs: Option<Duration>,
+    /// Execution-log rows older than this are deleted by the retention pass (as the owner role
+    /// where one is configured); `None` keeps them.
+    pub retain_logs: Option<Duration>,
+    /// How often the retention pass runs (when either retention is set).
+    pub retention_every: Duration,
     /// Whether this worker fires due schedules (every worker may: the firing transaction makes
     /// exactly one run per tick however many race).
     pub fire_schedules: bool,
@@ -53,6 +61,9 @@ impl WorkerConfig {
             lease_ttl: Duration::from_secs(30),
             max_takeovers: Self::DEFAULT_MAX_TAKEOVERS,
             max_running_per_user: 0,
+            retain_runs: None,
+            retain_logs: None,
+            retention_every: Duration::from_secs(3600),
             fire_schedules: true,
             execute_runs: true,
             fire_batch: 256,

@@ -129,6 +129,8 @@ impl Worker {
                 }
             })
         };
+        let retention = (self.config.retain_runs.is_some() || self.config.retain_logs.is_some())
+            .then(|| tokio::spawn(retention_loop(self.db.clone(), self.config.clone())));
         let (release_tx, release_rx) = watch::channel(false);
         let mut state = LoopState {
             slots: Arc::new(Semaphore::new(self.config.concurrency)),
@@ -203,6 +205,9 @@ impl Worker {
             "worker stopping: no more firing or claiming"
         );
         forward.abort();
+        if let Some(retention) = retention {
+            retention.abort();
+        }
         drain(&mut state.tasks, self.config.drain_grace, &release_tx).await;
         info!("worker stopped");
         Ok(())
@@ -393,5 +398,55 @@ async fn drain(tasks: &mut JoinSet<()>, grace: Duration, release: &watch::Sender
             "some runs could not be released in time; their leases will expire"
         );
         tasks.abort_all();
+    }
+}
+
+/// Finished runs and log rows deleted per retention transaction.
+const RETENTION_BATCH: usize = 500;
+
+/// Applies the retention settings every `retention_every`, in small batches: old finished runs
+/// (with their step states), then old execution-log rows. Errors are logged and retried at the
+/// next pass.
+async fn retention_loop(db: Database, config: WorkerConfig) {
+    let mut every = tokio::time::interval(config.retention_every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = chrono::Utc::now();
+        if let Some(keep) = config
+            .retain_runs
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+        {
+            let mut deleted = 0u64;
+            loop {
+                match db.prune_finished_runs(now - keep, RETENTION_BATCH).await {
+                    Ok(n) => {
+                        deleted += n;
+                        if n < RETENTION_BATCH as u64 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "retention: deleting old runs failed; trying again at the next pass");
+                        break;
+                    }
+                }
+            }
+            if deleted > 0 {
+                info!(deleted, "retention: old finished runs deleted");
+            }
+        }
+        if let Some(keep) = config
+            .retain_logs
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+        {
+            match db.prune_logs(now - keep).await {
+                Ok(0) => {}
+                Ok(deleted) => info!(deleted, "retention: old execution-log rows deleted"),
+                Err(e) => {
+                    warn!(error = %e, "retention: deleting old log rows failed; trying again at the next pass")
+                }
+            }
+        }
     }
 }

@@ -413,3 +413,70 @@ async fn a_long_retry_parks_the_run_and_frees_the_slot_for_other_users() {
         worker.stop().await;
     }
 }
+
+/// The retention pass deletes finished runs and log rows older than the settings, in batches,
+/// and leaves unfinished runs alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_finished_runs_and_log_rows() {
+    for t in TestDb::all().await {
+        let db = t.db().clone();
+        let server = FakeServer::start(vec![ok()]).await.unwrap();
+        let user = user(&db).await;
+        let done = enqueue(
+            &db,
+            &user,
+            vec![post_step("one", server.url("/1").as_str())],
+        )
+        .await;
+        let mut cfg = config("keeper");
+        cfg.retain_runs = Some(Duration::from_millis(1));
+        cfg.retain_logs = Some(Duration::from_millis(1));
+        cfg.retention_every = Duration::from_millis(100);
+        let worker = Running::start(&db, cfg, Arc::new(SystemClock));
+        worker.signal.notify_one();
+        wait_for(
+            "the run to be deleted once finished",
+            Duration::from_secs(30),
+            || async {
+                db.run_by_id(&user, &done)
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+        wait_for(
+            "its log rows to be deleted",
+            Duration::from_secs(30),
+            || async { (log_rows(&db, &user).await == 0).then_some(()) },
+        )
+        .await;
+        worker.stop().await;
+        // A queued run is not finished: it stays.
+        let waiting = enqueue(
+            &db,
+            &user,
+            vec![post_step("one", server.url("/2").as_str())],
+        )
+        .await;
+        let pruned = db
+            .prune_finished_runs(chrono::Utc::now() + chrono::Duration::days(1), 100)
+            .await
+            .unwrap();
+        assert_eq!(pruned, 0);
+        assert!(db.run_by_id(&user, &waiting).await.unwrap().is_some());
+    }
+}
+
+async fn log_rows(db: &Database, user: &UserId) -> usize {
+    db.list_logs(
+        user,
+        &pilot_storage::LogFilter::default(),
+        &pilot_storage::PageRequest::first(100),
+    )
+    .await
+    .unwrap()
+    .items
+    .len()
+}

@@ -1212,6 +1212,36 @@ impl Database {
         .await
     }
 
+    /// Deletes up to `batch` finished runs (succeeded, failed or cancelled) of every user that
+    /// ended before `cutoff`, with their step states; answers how many. Their execution-log rows
+    /// stay (they have their own retention). Small batches keep each transaction short, so
+    /// writers are never held up for long; call it until it answers less than `batch`.
+    pub async fn prune_finished_runs(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: usize,
+    ) -> Result<u64, StorageError> {
+        let cutoff = to_naive(cutoff);
+        let batch = i64::try_from(batch.clamp(1, 10_000)).unwrap_or(1000);
+        self.run(move |conn| {
+            transaction(conn, Scope::Scheduler, Mode::Write, |conn| {
+                let ids: Vec<String> = runs::table
+                    .filter(runs::status.eq_any(["succeeded", "failed", "cancelled"]))
+                    .filter(runs::finished_at.lt(cutoff))
+                    .select(runs::id)
+                    .order(runs::finished_at)
+                    .limit(batch)
+                    .load(conn)?;
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let n = diesel::delete(runs::table.filter(runs::id.eq_any(&ids))).execute(conn)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            })
+        })
+        .await
+    }
+
     /// Queue counters across all users.
     pub async fn queue_stats(&self) -> Result<QueueStats, StorageError> {
         self.run(|conn| {
