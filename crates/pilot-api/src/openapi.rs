@@ -146,12 +146,13 @@ fn operation(route: &Route) -> Value {
             | "createIntegration"
             | "updateIntegration"
             | "deletePlan"
+            | "updatePlan"
             | "execute"
             | "inboundHook"
     ) {
         error(
             409,
-            "The change conflicts with the current state (a finished run, a taken name, a paused plan, a plan with runs in progress).",
+            "The change conflicts with the current state (a finished run, a taken name, a paused plan, a plan with runs in progress, a body naming another plan's id).",
         );
     }
     if route.info.auth || route.info.operation_id == "inboundHook" {
