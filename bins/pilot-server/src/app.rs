@@ -112,6 +112,25 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                 ));
                 Ok(())
             }
+            Some(Command::ExportRuns { since }) => {
+                let db = open(&cli.config, false).await?;
+                let mut after = None;
+                let mut count = 0u64;
+                let mut out = std::io::stdout().lock();
+                loop {
+                    let page = db.export_runs(since, after.clone(), 200).await?;
+                    let Some((last, _)) = page.last() else { break };
+                    after = Some((last.created_at, last.id.as_str().to_owned()));
+                    for (run, logs) in &page {
+                        writeln!(out, "{}", export_line(run, logs))
+                            .context("writing the archive to stdout")?;
+                        count += 1;
+                    }
+                }
+                drop(out);
+                tracing::info!(runs = count, "export finished");
+                Ok(())
+            }
             Some(Command::Backup { to }) => {
                 let db = open(&cli.config, false).await?;
                 let bytes = db
@@ -147,6 +166,42 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!(open, "database connections were still open at exit");
     }
     result
+}
+
+/// One archived run: the run, its steps' states and its log rows (outputs and previews are
+/// stored redacted, so the archive holds no secret).
+fn export_line(run: &pilot_storage::RunRow, logs: &[pilot_storage::LogRow]) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = run
+        .steps
+        .iter()
+        .zip(&run.states)
+        .map(|(step, state)| {
+            serde_json::json!({
+                "id": step.id, "provider": step.provider, "action": step.action,
+                "status": state.status.as_str(), "output": state.output, "error": state.error,
+                "attempts": state.attempts, "latency_ms": state.latency_ms,
+                "started_at": state.started_at, "finished_at": state.finished_at,
+            })
+        })
+        .collect();
+    let logs: Vec<serde_json::Value> = logs
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "id": l.id, "step_number": l.step_number, "step_id": l.step_id,
+                "provider": l.provider, "action": l.action, "attempt": l.attempt,
+                "status": l.status, "message": l.message, "latency_ms": l.latency_ms,
+                "output_preview": l.output_preview, "error": l.error, "timestamp": l.timestamp,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": run.id.as_str(), "user_id": run.user_id.as_str(),
+        "plan_id": run.plan_id.as_ref().map(|p| p.as_str()), "plan_name": run.plan_name,
+        "trigger": run.trigger.as_str(), "status": run.status.as_str(), "error": run.error,
+        "input": run.input, "created_at": run.created_at, "started_at": run.started_at,
+        "finished_at": run.finished_at, "steps": steps, "logs": logs,
+    })
 }
 
 /// Prints one line on stdout (operator output; never a secret unless asked for).

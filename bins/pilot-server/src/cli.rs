@@ -243,6 +243,13 @@ pub(crate) enum Command {
         #[arg(long)]
         to: std::path::PathBuf,
     },
+    /// Write every user's runs created since a time, with their steps and execution-log rows,
+    /// as one JSON object a line on stdout (an archive to keep before pruning), oldest first.
+    ExportRuns {
+        /// An RFC 3339 time (`2026-11-01T00:00:00Z`) or an age (`30d`, `12h`).
+        #[arg(long, value_parser = parse_since)]
+        since: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 /// `users ...`
@@ -321,6 +328,16 @@ pub(crate) enum LogFormat {
 }
 
 /// Parses `<n><unit>` with unit `s`, `m`, `h`, `d` or `w`.
+/// `--since`: an RFC 3339 time, or an age counted back from now.
+pub(crate) fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    parse_age(text)
+        .map(|age| chrono::Utc::now() - age)
+        .map_err(|e| format!("{e}; or give an RFC 3339 time such as 2026-11-01T00:00:00Z"))
+}
+
 pub(crate) fn parse_age(text: &str) -> Result<chrono::Duration, String> {
     let text = text.trim();
     let split = text

@@ -305,6 +305,9 @@ async fn lists_show_only_the_callers_objects() {
                 lists += 1;
             }
         }
-        assert_eq!(lists, 5, "plans, runs, logs, integrations and jobs are checked");
+        assert_eq!(
+            lists, 5,
+            "plans, runs, logs, integrations and jobs are checked"
+        );
     }
 }

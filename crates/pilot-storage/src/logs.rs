@@ -107,6 +107,22 @@ impl From<LogRecord> for LogRow {
     }
 }
 
+/// Every log row of `run` (owned by `user`), oldest first, read in the transaction `conn` is
+/// in (which must be scoped to `user` on PostgreSQL).
+pub(crate) fn logs_of_run(
+    conn: &mut DbConn,
+    user: &UserId,
+    run: &RunId,
+) -> Result<Vec<LogRow>, StorageError> {
+    let rows: Vec<LogRecord> = logs::table
+        .filter(logs::user_id.eq(user.as_str()))
+        .filter(logs::run_id.eq(run.as_str()))
+        .select(LogRecord::as_select())
+        .order((logs::timestamp, logs::id))
+        .load(conn)?;
+    Ok(rows.into_iter().map(LogRow::from).collect())
+}
+
 impl Database {
     /// The user's log rows, newest first (by attempt time), optionally for one plan or run.
     pub async fn list_logs(

@@ -1212,6 +1212,52 @@ impl Database {
         .await
     }
 
+    /// One page of an archive of every user's runs created at or after `since`, oldest first,
+    /// after the `(created_at, id)` position `after`: each run with its step states and its log
+    /// rows (`pilot-server export-runs`). Runs are read in the scheduler's scope and each run's
+    /// steps and logs in its owner's.
+    pub async fn export_runs(
+        &self,
+        since: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> Result<Vec<(RunRow, Vec<crate::LogRow>)>, StorageError> {
+        let since = to_naive(since);
+        let limit = i64::try_from(limit.clamp(1, 1000)).unwrap_or(100);
+        let after = after.map(|(at, id)| (to_naive(at), id));
+        self.run(move |conn| {
+            transaction(conn, Scope::Scheduler, Mode::Read, |conn| {
+                let mut query = runs::table
+                    .filter(runs::created_at.ge(since))
+                    .select(RunRecord::as_select())
+                    .order((runs::created_at, runs::id))
+                    .limit(limit)
+                    .into_boxed();
+                if let Some((at, id)) = &after {
+                    query = query.filter(
+                        runs::created_at
+                            .gt(*at)
+                            .or(runs::created_at.eq(*at).and(runs::id.gt(id.clone()))),
+                    );
+                }
+                let records: Vec<RunRecord> = query.load(conn)?;
+                let mut out = Vec::with_capacity(records.len());
+                for record in records {
+                    let user = UserId(record.user_id.clone());
+                    set_scope(conn, Scope::User(&user))?;
+                    let Some(row) = load_runs(conn, vec![record])?.pop() else {
+                        continue;
+                    };
+                    let logs = crate::logs::logs_of_run(conn, &user, &row.id)?;
+                    out.push((row, logs));
+                    set_scope(conn, Scope::Scheduler)?;
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
     /// Deletes up to `batch` finished runs (succeeded, failed or cancelled) of every user that
     /// ended before `cutoff`, with their step states; answers how many. Their execution-log rows
     /// stay (they have their own retention). Small batches keep each transaction short, so

@@ -26,6 +26,7 @@ on_both_backends!(
     claims_take_turns_between_users,
     a_parked_run_waits_for_its_time,
     the_per_user_cap_holds_across_claims,
+    an_export_pages_through_every_users_runs_with_steps_and_logs,
 );
 
 fn lease(ttl: Duration) -> Lease {
@@ -708,4 +709,55 @@ async fn the_per_user_cap_holds_across_claims(t: &TestDb) {
     db.write(end).await.unwrap();
     let third = db.claim_runs(&capped("w2")).await.unwrap().claimed;
     assert_eq!(of(&third, &busy), 1, "one slot freed, one more run");
+}
+
+async fn an_export_pages_through_every_users_runs_with_steps_and_logs(t: &TestDb) {
+    let db = t.db();
+    let since = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let a = user(db, "a").await;
+    let b = user(db, "b").await;
+    for u in [&a, &b, &a] {
+        db.enqueue_run(u, &new_run(None, &["x"])).await.unwrap();
+    }
+    // One of them runs: its step state and log row are in the archive.
+    let claimed = db
+        .claim_runs(&claim("w", 1, Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .claimed
+        .remove(0);
+    let mut step_write = write(&claimed.snapshot, claimed.snapshot.epoch);
+    step_write.logs = vec![log(
+        &claimed.snapshot.run_id,
+        &claimed.snapshot.user_id,
+        None,
+        0,
+        1,
+    )];
+    step_write.step = Some((0, done("x", json!({"ok": 1}))));
+    db.write(step_write).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = db.export_runs(since, after.clone(), 2).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = Some((last.created_at, last.id.0.clone()));
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 3, "every user's runs, each once");
+    let owners: HashSet<UserId> = seen.iter().map(|(r, _)| r.user_id.clone()).collect();
+    assert_eq!(owners, HashSet::from([a.clone(), b.clone()]));
+    let (ran, logs) = seen
+        .iter()
+        .find(|(r, _)| r.id == claimed.snapshot.run_id)
+        .unwrap();
+    assert_eq!(ran.states[0].output, Some(json!({"ok": 1})));
+    assert_eq!(logs.len(), 1);
+    assert!(
+        db.export_runs(chrono::Utc::now() + chrono::Duration::days(1), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
