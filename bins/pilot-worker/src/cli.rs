@@ -230,7 +230,8 @@ mod tests {
         check("500ms", Some(Duration::from_millis(500)));
         check("2m", Some(Duration::from_secs(120)));
         check("1h", Some(Duration::from_secs(3600)));
-        for bad in ["", "s", "30", "0s", "-1s", "3d", "99999999999999999999h"] {
+        check("90d", Some(Duration::from_secs(90 * 86_400)));
+        for bad in ["", "s", "30", "0s", "-1s", "3w", "99999999999999999999h"] {
             check(bad, None);
         }
     }
