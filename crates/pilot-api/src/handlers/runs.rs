@@ -252,11 +252,16 @@ pub(crate) async fn execute(
     {
         // A step's next attempt is far off: the run waits in the queue, and a worker resumes
         // it; the answer is the 202 of a queued run.
-        state
+        match state
             .db()
             .park_run(&caller.user, &run_id, epoch, *delay)
-            .await?;
-        state.queue_signal().notify_one();
+            .await
+        {
+            Ok(()) => state.queue_signal().notify_one(),
+            // Another executor took the run over meanwhile: the stored run answers below.
+            Err(StorageError::StaleEpoch) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     match result {
         // The engine wrote this end (its last write was accepted under our lease): answer from
