@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 /// The dependency direction that docs/ARCHITECTURE.md draws, written as data.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("pilot-core", &[]),
+    ("pilot-cron", &[]),
     ("pilot-registry", &["pilot-core"]),
     ("pilot-provider-ai", &["pilot-core", "pilot-registry"]),
     ("pilot-provider-http", &["pilot-core", "pilot-registry"]),
@@ -19,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "pilot-scheduler",
         &[
             "pilot-core",
+            "pilot-cron",
             "pilot-registry",
             "pilot-engine",
             "pilot-storage",
@@ -28,6 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "pilot-api",
         &[
             "pilot-core",
+            "pilot-cron",
             "pilot-registry",
             "pilot-engine",
             "pilot-storage",

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use pilot_core::RunStatus;
+use pilot_cron::CronSchedule;
 use pilot_registry::testing::{FakeServer, Reply};
-use pilot_scheduler::CronSchedule;
 use pilot_storage::{MisfirePolicy, OverlapPolicy, RunRow, ScheduleSpec};
 
 use support::*;

@@ -33,10 +33,11 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use fault_kit::{HoldServer, SelfChild, TcpProxy};
 use pilot_api::{ApiSettings, AppParts, AppState, Metrics, ServerConfig};
 use pilot_core::{PlanId, RunId, RunStatus, StepStatus, TriggerKind, UserId};
+use pilot_cron::CronSchedule;
 use pilot_registry::testing::{FakeServer, Reply};
 use pilot_registry::{OutboundClient, OutboundConfig, Registry, parse_allowlist};
 use pilot_scheduler::testing::check_ledger;
-use pilot_scheduler::{CronSchedule, SchedulerMetrics, Worker, WorkerConfig};
+use pilot_scheduler::{SchedulerMetrics, Worker, WorkerConfig};
 use pilot_storage::{
     Database, DbConfig, Keyring, MisfirePolicy, NewRun, OverlapPolicy, RunRow, ScheduleSpec,
 };

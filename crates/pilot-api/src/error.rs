@@ -39,7 +39,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use pilot_core::ValidationError;
-use pilot_scheduler::CronError;
+use pilot_cron::CronError;
 use pilot_storage::StorageError;
 use serde::Serialize;
 use serde_json::{Value, json};

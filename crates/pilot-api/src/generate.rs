@@ -26,8 +26,8 @@ use pilot_core::template::{self, PathSegment, Reference, Root, StepRef};
 use pilot_core::{
     Credential, CredentialKind, CredentialStore, RunId, Step, StoreError, Trigger, UserId,
 };
+use pilot_cron::{CronError, CronSchedule};
 use pilot_registry::{ProviderContext, ProviderError, Registry};
-use pilot_scheduler::{CronError, CronSchedule};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 

@@ -17,7 +17,7 @@
 use chrono::{DateTime, Utc};
 use pilot_storage::{MisfirePolicy, OverlapPolicy};
 
-use crate::cron::CronSchedule;
+use pilot_cron::CronSchedule;
 
 /// Most ticks enumerated one by one before a long downtime is skipped over in one jump.
 const MAX_ENUMERATED: u64 = 10_000;

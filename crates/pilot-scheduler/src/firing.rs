@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use pilot_storage::{Database, DueSchedule, FireDecision, FiringReport, StorageError};
 use tracing::{debug, error, info};
 
-use crate::cron::CronSchedule;
 use crate::fire_plan::{FireInput, plan_fires};
 use crate::metrics::SchedulerMetrics;
+use pilot_cron::CronSchedule;
 
 /// Fires what is due at `now` (at most `limit` schedules) and records it in `metrics`.
 pub(crate) async fn fire_pass(

@@ -2,7 +2,6 @@
 
 mod clock;
 mod config;
-mod cron;
 mod error;
 mod execute;
 mod fire_plan;
@@ -15,9 +14,6 @@ pub mod testing;
 
 pub use crate::clock::{Clock, ClockSleep, ManualClock, SystemClock};
 pub use crate::config::WorkerConfig;
-pub use crate::cron::{
-    CRON_MAX_FIRES, CRON_MAX_LEN, CronError, CronField, CronSchedule, next_fires,
-};
 pub use crate::error::SchedulerError;
 pub use crate::metrics::SchedulerMetrics;
 pub use crate::worker::Worker;

@@ -32,9 +32,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use pilot_core::{PlanId, RunId, RunStatus, TriggerKind, UserId};
+use pilot_cron::CronSchedule;
 use pilot_registry::testing::{FakeServer, Reply};
 use pilot_scheduler::testing::check_ledger;
-use pilot_scheduler::{CronSchedule, ManualClock, SchedulerMetrics, Worker};
+use pilot_scheduler::{ManualClock, SchedulerMetrics, Worker};
 use pilot_storage::testing::TestDb;
 use pilot_storage::{Database, Keyring, MisfirePolicy, NewRun, OverlapPolicy, RunRow};
 use tokio::sync::{Notify, oneshot};

@@ -5,7 +5,7 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
-use pilot_scheduler::CronSchedule;
+use pilot_cron::CronSchedule;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -6,7 +6,7 @@ use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use pilot_core::{Plan, PlanId, Step, Trigger, validate_plan};
-use pilot_scheduler::CronSchedule;
+use pilot_cron::CronSchedule;
 use pilot_storage::{HookRow, NewPlan, PlanDeletion, PlanRow};
 use serde::{Deserialize, Serialize};
 
@@ -179,7 +179,7 @@ pub(crate) fn prepare(state: &AppState, input: PlanInput) -> Result<NewPlan, Api
     if let Some(Trigger::Cron { cron, timezone }) = &input.trigger {
         CronSchedule::parse(cron, timezone.as_deref().unwrap_or("UTC")).map_err(|e| {
             let field = match e {
-                pilot_scheduler::CronError::UnknownTimeZone(_) => "trigger.timezone",
+                pilot_cron::CronError::UnknownTimeZone(_) => "trigger.timezone",
                 _ => "trigger.cron",
             };
             ApiError::invalid(field, e.to_string())

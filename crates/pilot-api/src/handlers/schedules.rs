@@ -7,7 +7,7 @@ use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use pilot_core::{PlanId, RunId, RunStatus, ScheduleId, Trigger};
-use pilot_scheduler::CronSchedule;
+use pilot_cron::CronSchedule;
 use pilot_storage::{
     DEFAULT_GRACE_SECONDS, MisfirePolicy, OverlapPolicy, ScheduleListing, ScheduleRow, ScheduleSpec,
 };

@@ -19,8 +19,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::{GapInfo, Tz};
 
-use super::error::CronError;
-use super::parse::Fields;
+use crate::error::CronError;
+use crate::parse::Fields;
 
 /// The last year the `cron` crate iterates; no fire is computed beyond it.
 const LAST_YEAR: i32 = 2100;

@@ -11,7 +11,7 @@
 )]
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use pilot_scheduler::CronSchedule;
+use pilot_cron::CronSchedule;
 
 /// Checks the first fires of `expr` in `tz` strictly after `after` (all times UTC, RFC 3339).
 fn check(expr: &str, tz: &str, after: &str, expected: &[&str]) {

@@ -1,13 +1,7 @@
-//! Cron schedules with crontab (Debian/Vixie) semantics in an IANA time zone: parsing with
-//! messages that name the field at fault, and next-fire computation under Debian cron's DST rule.
-//!
-//! One code path serves both callers: the API validates and previews schedules with it
-//! (`GET /api/scheduler/preview`), and the scheduler fires them with it, so a preview is exactly
-//! what will run. The semantics are written down for users in docs/API.md, "Schedules and cron
-//! semantics".
-//!
-//! The work is split three ways: `parse` turns crontab text into field sets, `search` asks the
-//! `cron` crate for matching local times and maps them to instants, and this file is the API.
+#![doc = include_str!("../README.md")]
+
+// The work is split three ways: `parse` turns crontab text into field sets, `search` asks the
+// `cron` crate for matching local times and maps them to instants, and this file is the API.
 
 mod error;
 mod parse;
@@ -16,11 +10,11 @@ mod search;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-pub use self::error::{CronError, CronField};
-pub use self::parse::CRON_MAX_LEN;
+pub use crate::error::{CronError, CronField};
+pub use crate::parse::CRON_MAX_LEN;
 
-use self::parse::parse_expression;
-use self::search::{Plan, parse_time_zone};
+use crate::parse::parse_expression;
+use crate::search::{Plan, parse_time_zone};
 
 /// The most fires [`CronSchedule::next_fires`] returns; larger requests are cut to it.
 pub const CRON_MAX_FIRES: usize = 1000;

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Datelike, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
-use pilot_scheduler::{CronError, CronSchedule};
+use pilot_cron::{CronError, CronSchedule};
 use proptest::prelude::*;
 
 /// One generated field: its text and the set of values it allows (bit `v` for value `v`).

@@ -6,7 +6,7 @@
 //! messages that name the field at fault; the resulting sets are then handed to the crate in a
 //! form it cannot misread (see `search.rs`).
 
-use super::error::{CronError, CronField};
+use crate::error::{CronError, CronField};
 
 /// The longest expression we accept, in bytes. Crontab lines are short; this bounds the work
 /// any input can cause.

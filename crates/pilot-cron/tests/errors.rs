@@ -1,7 +1,7 @@
 //! Expressions and time zones that must be rejected, each with the message fragments a user
 //! needs to fix it: the field at fault and the problem.
 
-use pilot_scheduler::{CronError, CronSchedule};
+use pilot_cron::{CronError, CronSchedule};
 
 /// Parses `expr` in `tz` and checks that it fails with a message containing every fragment.
 fn check(expr: &str, tz: &str, fragments: &[&str]) {
@@ -172,7 +172,7 @@ fn errors_are_typed() {
     assert_eq!(
         CronSchedule::parse("0 24 * * *", "UTC").unwrap_err(),
         CronError::InvalidField {
-            field: pilot_scheduler::CronField::Hour,
+            field: pilot_cron::CronField::Hour,
             problem: "24 is out of range 0-23".to_owned(),
         }
     );

@@ -7,7 +7,7 @@
 )]
 
 use chrono::{DateTime, Datelike, SecondsFormat, TimeDelta, Utc};
-use pilot_scheduler::{CRON_MAX_FIRES, CronSchedule, next_fires};
+use pilot_cron::{CRON_MAX_FIRES, CronSchedule, next_fires};
 
 fn at(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()
