@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use pilot_api::{ApiSettings, AppParts, AppState, Metrics, ServerConfig};
+use pilot_api::{ApiSettings, AppParts, AppState, ServerConfig};
 use pilot_registry::{OutboundClient, OutboundConfig, Registry, parse_allowlist};
 use pilot_storage::{Backend, Database, DbConfig, KeySettings, KeySource, Keyring};
+use pilot_telemetry::Metrics;
 
 use crate::cli::{
     Cli, Command, Config, KeysCommand, LogFormat, LogsCommand, ServeArgs, TokensCommand,

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use pilot_api::{MeteredRunStore, Metrics};
 use pilot_core::{CredentialStore, RunStore};
 use pilot_engine::{Engine, EngineConfig, EngineParts};
 use pilot_registry::{OutboundClient, OutboundConfig, Registry, parse_allowlist};
 use pilot_scheduler::{SchedulerMetrics, Worker, WorkerConfig};
 use pilot_storage::{Backend, Database, DbConfig, KeySettings, KeySource, Keyring};
+use pilot_telemetry::{MeteredRunStore, Metrics};
 use tokio::sync::Notify;
 
 use crate::cli::{Cli, LogFormat, SqliteSync};
@@ -76,7 +76,11 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     }));
 
     let listener = match cli.metrics_bind.0 {
-        Some(addr) => Some(metrics_http::serve(addr, metrics.clone(), db.clone(), registry).await?),
+        Some(addr) => Some(
+            metrics_http::serve(addr, metrics.clone(), db.clone(), registry)
+                .await?
+                .1,
+        ),
         None => None,
     };
 

@@ -21,11 +21,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pilot_api::{ApiSettings, AppParts, AppState, Metrics, ServerConfig};
+use pilot_api::{ApiSettings, AppParts, AppState, ServerConfig};
 use pilot_core::{RunId, RunStatus};
 use pilot_registry::testing::{FakeServer, Reply};
 use pilot_registry::{OutboundClient, OutboundConfig, Registry, parse_allowlist};
 use pilot_storage::{Database, DbConfig, Keyring};
+use pilot_telemetry::Metrics;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use support::*;

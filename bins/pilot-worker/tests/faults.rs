@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use fault_kit::{HoldServer, SelfChild, TcpProxy};
-use pilot_api::{ApiSettings, AppParts, AppState, Metrics, ServerConfig};
+use pilot_api::{ApiSettings, AppParts, AppState, ServerConfig};
 use pilot_core::{PlanId, RunId, RunStatus, StepStatus, TriggerKind, UserId};
 use pilot_cron::CronSchedule;
 use pilot_registry::testing::{FakeServer, Reply};
@@ -41,6 +41,7 @@ use pilot_scheduler::{SchedulerMetrics, Worker, WorkerConfig};
 use pilot_storage::{
     Database, DbConfig, Keyring, MisfirePolicy, NewRun, OverlapPolicy, RunRow, ScheduleSpec,
 };
+use pilot_telemetry::Metrics;
 
 use support::*;
 

@@ -4,7 +4,6 @@ mod error;
 mod extract;
 mod generate;
 mod handlers;
-mod metrics;
 mod openapi;
 mod routes;
 mod server;
@@ -12,7 +11,7 @@ mod state;
 mod throttle;
 
 pub use error::ApiError;
-pub use metrics::{MeteredRunStore, Metrics};
+
 pub use routes::{ParamKind, RouteInfo, Verb, config, routes};
 pub use server::{BoundServer, ServeError, ServerConfig, bind};
 pub use state::{

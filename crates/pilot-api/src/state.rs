@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use crate::ApiError;
-use crate::metrics::{MeteredRunStore, Metrics};
 use crate::throttle::Throttle;
+use pilot_telemetry::{MeteredRunStore, Metrics};
 
 /// The request body limit when none is configured: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;

@@ -591,7 +591,7 @@ fn state_with(world: &World, settings: pilot_api::ApiSettings) -> pilot_api::App
         registry: world.state.registry().clone(),
         http: world.state.outbound().clone(),
         engine: pilot_engine::EngineConfig::default(),
-        metrics: pilot_api::Metrics::new(),
+        metrics: pilot_telemetry::Metrics::new(),
         settings,
     })
 }

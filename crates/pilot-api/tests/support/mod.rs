@@ -14,11 +14,12 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::test::TestRequest;
 use actix_web::web::Data;
 use actix_web::{App, test};
-use pilot_api::{ApiSettings, AppParts, AppState, Metrics};
+use pilot_api::{ApiSettings, AppParts, AppState};
 use pilot_core::UserId;
 use pilot_registry::testing::{FakeServer, Reply as FakeReply};
 use pilot_registry::{OutboundClient, OutboundConfig, Registry, parse_allowlist};
 use pilot_storage::testing::{Backend, TestDb};
+use pilot_telemetry::Metrics;
 use serde_json::{Value, json};
 
 /// The body limit the tests configure (small, so 413 is cheap to provoke).

@@ -1,10 +1,4 @@
-//! Prometheus metrics served at `/metrics`.
-//!
-//! Run and step metrics are recorded where every executor's progress passes: a [`RunStore`]
-//! wrapper ([`MeteredRunStore`]) that observes each committed write, so runs executed inline by
-//! the API and runs executed by the embedded worker (which uses the same engine) are counted
-//! alike. Labels are bounded sets chosen by the code (status, provider, trigger, route
-//! pattern): never user ids, plan names, ids or raw paths.
+#![doc = include_str!("../README.md")]
 
 use std::sync::Arc;
 
@@ -17,8 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Every metric the API process exports, in one Prometheus registry. Other parts of the process
-/// (the embedded scheduler) add theirs with [`Metrics::registry_mut`] before the state is built.
+/// Every metric a Pilot process exports, in one Prometheus registry. Other parts of the process
+/// (the scheduler) add theirs with [`Metrics::registry_mut`] before the state is built.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -65,7 +59,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry holding the API's metrics.
+    /// A registry holding Pilot's run, step and HTTP metrics.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("pilot");
         let runs = Family::<RunLabels, Counter>::default();
@@ -167,7 +161,7 @@ impl Metrics {
 
     /// Counts an answered HTTP request. `route` is the matched pattern (`/api/plans/{id}`) or
     /// `unmatched`, never the raw path.
-    pub(crate) fn record_request(&self, method: &str, route: &str, status: u16) {
+    pub fn record_request(&self, method: &str, route: &str, status: u16) {
         self.http_requests
             .get_or_create(&HttpLabels {
                 method: method.to_owned(),
