@@ -34,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "pilot-core",
             "pilot-cron",
+            "pilot-telemetry",
             "pilot-registry",
             "pilot-engine",
             "pilot-storage",

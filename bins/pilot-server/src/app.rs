@@ -454,7 +454,7 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
         let worker = pilot_scheduler::Worker::new(
             worker_config,
             state.db().clone(),
-            Arc::new(state.engine().clone()),
+            state.engine().clone(),
             state.queue_signal().clone(),
         )
         .with_metrics(scheduler_metrics);

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use pilot_core::{CredentialStore, RunStore};
-use pilot_engine::{Engine, EngineConfig, EngineParts};
+use pilot_engine::EngineConfig;
 use pilot_registry::{OutboundClient, OutboundConfig, Registry, parse_allowlist};
-use pilot_scheduler::{SchedulerMetrics, Worker, WorkerConfig};
+use pilot_scheduler::{EngineSetup, SchedulerMetrics, Worker, WorkerConfig, build_engine};
 use pilot_storage::{Backend, Database, DbConfig, KeySettings, KeySource, Keyring};
-use pilot_telemetry::{MeteredRunStore, Metrics};
+use pilot_telemetry::Metrics;
 use tokio::sync::Notify;
 
 use crate::cli::{Cli, LogFormat, SqliteSync};
@@ -60,20 +59,17 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let mut metrics = Metrics::new();
     let scheduler_metrics = SchedulerMetrics::register(metrics.registry_mut());
     let metrics = Arc::new(metrics);
-    let runs: Arc<dyn RunStore> =
-        Arc::new(MeteredRunStore::new(Arc::new(db.clone()), metrics.clone()));
-    let credentials: Arc<dyn CredentialStore> = Arc::new(db.clone());
-    let engine = Arc::new(Engine::new(EngineParts {
+    let engine = build_engine(EngineSetup {
+        db: db.clone(),
         registry: registry.clone(),
-        runs,
-        credentials,
         http,
         config: EngineConfig {
             max_output_bytes: cli.max_output_bytes,
             max_run_state_bytes: cli.max_run_state_bytes,
             ..EngineConfig::default()
         },
-    }));
+        metrics: metrics.clone(),
+    });
 
     let listener = match cli.metrics_bind.0 {
         Some(addr) => Some(

@@ -550,7 +550,7 @@ async fn serve_sqlite_forever(url: &str, key: &str) {
     let worker = Worker::new(
         config,
         state.db().clone(),
-        Arc::new(state.engine().clone()),
+        state.engine().clone(),
         state.queue_signal().clone(),
     )
     .with_metrics(scheduler_metrics);

@@ -369,6 +369,24 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<pilot_scheduler::SubmitError> for ApiError {
+    fn from(e: pilot_scheduler::SubmitError) -> Self {
+        use pilot_scheduler::SubmitError;
+        match e {
+            SubmitError::PlanNotFound => Self::not_found(),
+            // A paused plan does not run: on demand or from its webhooks (409), and its
+            // schedule skips its ticks.
+            SubmitError::Paused { plan_id, name } => Self::conflict(format!(
+                "plan '{name}' is paused: it does not run until its status is set to active \
+                 again (PUT /api/plans/{plan_id})"
+            )),
+            SubmitError::QueueFull { max } => Self::queue_full(max),
+            SubmitError::Storage(e) => e.into(),
+            other => Self::internal(&other),
+        }
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {

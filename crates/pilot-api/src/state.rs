@@ -6,16 +6,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pilot_core::{CredentialStore, RunStore};
-use pilot_engine::{Engine, EngineConfig, EngineParts};
+use pilot_engine::{Engine, EngineConfig};
 use pilot_registry::{OutboundClient, Registry};
+use pilot_scheduler::{EngineSetup, SubmitConfig, Submitter, build_engine};
 use pilot_storage::Database;
+use pilot_telemetry::Metrics;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
-use crate::ApiError;
 use crate::throttle::Throttle;
-use pilot_telemetry::{MeteredRunStore, Metrics};
 
 /// The request body limit when none is configured: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -49,9 +48,6 @@ pub struct ApiSettings {
 
 /// The default of [`ApiSettings::max_queue_depth`].
 pub const DEFAULT_MAX_QUEUE_DEPTH: u64 = 100_000;
-
-/// How long a sampled queue depth is trusted before the next submission samples it again.
-const QUEUE_SAMPLE_TTL: Duration = Duration::from_secs(1);
 
 impl Default for ApiSettings {
     fn default() -> Self {
@@ -93,17 +89,14 @@ struct Inner {
     db: Database,
     registry: Arc<Registry>,
     http: Arc<OutboundClient>,
-    engine: Engine,
+    submitter: Submitter,
     metrics: Arc<Metrics>,
-    queue_signal: Arc<Notify>,
     settings: ApiSettings,
     /// Where run executions and other outbound I/O started by requests run (see
     /// [`AppState::spawn_work`]): the runtime the state was built on.
     runtime: Option<tokio::runtime::Handle>,
     /// That work, so a shutdown can wait for it.
     work: TaskTracker,
-    /// The queue depth as last sampled, plus the submissions accepted since, and when.
-    queue: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
     throttle: Throttle,
 }
 
@@ -118,21 +111,28 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Builds the state and its engine. The engine writes run progress through a
-    /// [`MeteredRunStore`] over the database, so every run it executes (inline or for the
-    /// embedded worker, which should use [`AppState::engine`]) is counted in the metrics.
+    /// Builds the state, its engine (`pilot_scheduler::build_engine`: every write metered) and
+    /// its run submitter. The embedded worker should execute with [`AppState::engine`] and wake
+    /// on [`AppState::queue_signal`].
     pub fn new(parts: AppParts) -> Self {
         let metrics = Arc::new(parts.metrics);
-        let db_store: Arc<dyn RunStore> = Arc::new(parts.db.clone());
-        let runs: Arc<dyn RunStore> = Arc::new(MeteredRunStore::new(db_store, metrics.clone()));
-        let credentials: Arc<dyn CredentialStore> = Arc::new(parts.db.clone());
-        let engine = Engine::new(EngineParts {
+        let engine = build_engine(EngineSetup {
+            db: parts.db.clone(),
             registry: parts.registry.clone(),
-            runs,
-            credentials,
             http: parts.http.clone(),
             config: parts.engine,
+            metrics: metrics.clone(),
         });
+        let submitter = Submitter::new(
+            parts.db.clone(),
+            engine,
+            Arc::new(Notify::new()),
+            SubmitConfig {
+                lease_owner: parts.settings.lease_owner.clone(),
+                lease_ttl: parts.settings.lease_ttl,
+                max_queue_depth: parts.settings.max_queue_depth,
+            },
+        );
         let throttle = Throttle::new(
             parts.settings.auth_failures_per_minute,
             parts.settings.requests_per_minute,
@@ -143,13 +143,11 @@ impl AppState {
                 db: parts.db,
                 registry: parts.registry,
                 http: parts.http,
-                engine,
+                submitter,
                 metrics,
-                queue_signal: Arc::new(Notify::new()),
                 settings: parts.settings,
                 runtime: tokio::runtime::Handle::try_current().ok(),
                 work: TaskTracker::new(),
-                queue: std::sync::Mutex::new((0, None)),
                 throttle,
             }),
         }
@@ -161,8 +159,13 @@ impl AppState {
     }
 
     /// The engine (metered); the embedded worker executes claimed runs with it.
-    pub fn engine(&self) -> &Engine {
-        &self.inner.engine
+    pub fn engine(&self) -> &Arc<Engine> {
+        self.inner.submitter.engine()
+    }
+
+    /// Where every new run is submitted (queued or inline).
+    pub(crate) fn submitter(&self) -> &Submitter {
+        &self.inner.submitter
     }
 
     /// The installed providers.
@@ -183,7 +186,7 @@ impl AppState {
     /// Notified after the API commits a queued run (async execute, inbound webhook): the
     /// embedded worker waits on it instead of polling.
     pub fn queue_signal(&self) -> &Arc<Notify> {
-        &self.inner.queue_signal
+        self.inner.submitter.queue_signal()
     }
 
     /// The API settings.
@@ -210,45 +213,6 @@ impl AppState {
     /// The request throttles.
     pub(crate) fn throttle(&self) -> &Throttle {
         &self.inner.throttle
-    }
-
-    /// Admits one async submission, or refuses it with 503 `queue_full` when the queue is
-    /// deeper than [`ApiSettings::max_queue_depth`]. The depth is sampled from the database at
-    /// most once a second (and counted up by each submission admitted in between), so the check
-    /// costs no query on the hot path.
-    pub(crate) async fn admit_queued(&self) -> Result<(), ApiError> {
-        let max = self.inner.settings.max_queue_depth;
-        if max == 0 {
-            return Ok(());
-        }
-        let fresh = |sampled: Option<std::time::Instant>| {
-            sampled.is_some_and(|at| at.elapsed() < QUEUE_SAMPLE_TTL)
-        };
-        let known = {
-            let queue = self.queue_lock();
-            fresh(queue.1).then_some(queue.0)
-        };
-        let depth = match known {
-            Some(depth) => depth,
-            None => {
-                let sampled = self.inner.db.wake_info().await?.queued;
-                let mut queue = self.queue_lock();
-                *queue = (sampled, Some(std::time::Instant::now()));
-                sampled
-            }
-        };
-        if depth >= max {
-            return Err(ApiError::queue_full(max));
-        }
-        self.queue_lock().0 += 1;
-        Ok(())
-    }
-
-    fn queue_lock(&self) -> std::sync::MutexGuard<'_, (u64, Option<std::time::Instant>)> {
-        self.inner
-            .queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits until the work that requests started has ended (a shutdown calls it after the HTTP

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
-use pilot_core::{RunFinish, RunStatus, RunStore, RunWrite};
+use pilot_core::{CancelSignal, RunFinish, RunId, RunStatus, RunStore, RunWrite, UserId};
 use pilot_engine::{Engine, EngineError, RunOutcome};
 use pilot_storage::{ClaimedRun, Database, StorageError};
 use tokio::sync::watch;
@@ -75,46 +75,25 @@ async fn run_under_lease(ctx: &RunContext, claimed: ClaimedRun, claimed_at: Inst
             "took over a run whose lease had expired"
         );
     }
-    let lease = Lease {
-        ctx,
-        valid_until: Mutex::new(claimed_at + ctx.lease_ttl),
+    let lease = LeaseHold {
+        db: &ctx.db,
+        ttl: ctx.lease_ttl,
+        user: &user,
+        run_id: &run_id,
+        epoch,
         cancel: snapshot.cancel.clone(),
+        leased_at: claimed_at,
     };
-    let mut release = ctx.release.clone();
-
-    let end = {
-        let mut run = pin!(ctx.engine.execute_plan(snapshot));
-        // Polls the run only while the lease is known to be valid.
-        let mut guarded = pin!(poll_fn(|cx| {
-            if Instant::now() >= lease.valid_until() {
-                return Poll::Ready(None);
-            }
-            run.as_mut().poll(cx).map(Some)
-        }));
-        let every = ctx.lease_ttl / 3;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                // Also when the worker is gone (the sender dropped): nobody will wait for us.
-                _ = async { drop(release.wait_for(|r| *r).await) } => break End::Release,
-                _ = heartbeat.tick() => {
-                    if lease.renew(&user, &run_id, epoch).await == Renewal::Lost {
-                        break End::LeaseLost;
-                    }
-                }
-                polled = &mut guarded => match polled {
-                    Some(result) => break End::Done(result),
-                    None => match lease.renew(&user, &run_id, epoch).await {
-                        Renewal::Lost => break End::LeaseLost,
-                        Renewal::Renewed => {}
-                        // The database did not answer: the run stays paused until it does.
-                        Renewal::Unknown => tokio::time::sleep(Duration::from_millis(250)).await,
-                    },
-                },
-            }
-        }
+    let end = match hold_lease(
+        lease,
+        Some(ctx.release.clone()),
+        ctx.engine.execute_plan(snapshot),
+    )
+    .await
+    {
+        Guarded::Done(result) => End::Done(result),
+        Guarded::LeaseLost => End::LeaseLost,
+        Guarded::Released => End::Release,
     };
 
     match end {
@@ -176,6 +155,85 @@ async fn run_under_lease(ctx: &RunContext, claimed: ClaimedRun, claimed_at: Inst
     }
 }
 
+/// How work held under a lease ended.
+pub(crate) enum Guarded<T> {
+    /// The work returned.
+    Done(T),
+    /// Another executor owns the run now (or it is gone): the work was dropped where it was.
+    LeaseLost,
+    /// The release signal was raised (a shutdown's grace ran out): the work was dropped, and
+    /// the caller gives the run back.
+    Released,
+}
+
+/// A lease just taken on a run, and what keeping it needs.
+pub(crate) struct LeaseHold<'a> {
+    pub(crate) db: &'a Database,
+    pub(crate) ttl: Duration,
+    pub(crate) user: &'a UserId,
+    pub(crate) run_id: &'a RunId,
+    pub(crate) epoch: i64,
+    /// Raised when a heartbeat's answer says the owner asked to cancel the run: the engine ends
+    /// it at its next boundary.
+    pub(crate) cancel: CancelSignal,
+    /// When the lease was requested: it is certainly valid for `ttl` from then.
+    pub(crate) leased_at: Instant,
+}
+
+/// Drives `work` while holding the lease: a heartbeat every third of the lease, and `work` is
+/// polled only while the lease is known to be valid by this process's clock. Ends when `work`
+/// returns, when the lease is lost, or when `release` turns true (or its sender is dropped:
+/// nobody will wait for the work). Every executor of runs, inline or queued, goes through here.
+pub(crate) async fn hold_lease<T>(
+    lease: LeaseHold<'_>,
+    mut release: Option<watch::Receiver<bool>>,
+    work: impl Future<Output = T>,
+) -> Guarded<T> {
+    let (user, run_id, epoch) = (lease.user, lease.run_id, lease.epoch);
+    let every = lease.ttl / 3;
+    let lease = Lease {
+        db: lease.db,
+        ttl: lease.ttl,
+        valid_until: Mutex::new(lease.leased_at + lease.ttl),
+        cancel: lease.cancel,
+    };
+    let mut work = pin!(work);
+    // Polls the work only while the lease is known to be valid.
+    let mut guarded = pin!(poll_fn(|cx| {
+        if Instant::now() >= lease.valid_until() {
+            return Poll::Ready(None);
+        }
+        work.as_mut().poll(cx).map(Some)
+    }));
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = async {
+                match release.as_mut() {
+                    Some(release) => drop(release.wait_for(|r| *r).await),
+                    None => std::future::pending().await,
+                }
+            } => return Guarded::Released,
+            _ = heartbeat.tick() => {
+                if lease.renew(user, run_id, epoch).await == Renewal::Lost {
+                    return Guarded::LeaseLost;
+                }
+            }
+            polled = &mut guarded => match polled {
+                Some(result) => return Guarded::Done(result),
+                None => match lease.renew(user, run_id, epoch).await {
+                    Renewal::Lost => return Guarded::LeaseLost,
+                    Renewal::Renewed => {}
+                    // The database did not answer: the work stays paused until it does.
+                    Renewal::Unknown => tokio::time::sleep(Duration::from_millis(250)).await,
+                },
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Renewal {
     Renewed,
@@ -183,14 +241,13 @@ enum Renewal {
     Unknown,
 }
 
-/// The lease this task holds, as far as this process knows.
+/// The lease a task holds, as far as this process knows.
 struct Lease<'a> {
-    ctx: &'a RunContext,
+    db: &'a Database,
+    ttl: Duration,
     /// By this process's monotonic clock, the lease is certainly valid before this instant.
     valid_until: Mutex<Instant>,
-    /// Raised when a heartbeat's answer says the owner asked to cancel the run: the engine ends
-    /// it at its next boundary.
-    cancel: pilot_core::CancelSignal,
+    cancel: CancelSignal,
 }
 
 impl Lease<'_> {
@@ -201,19 +258,9 @@ impl Lease<'_> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn renew(
-        &self,
-        user: &pilot_core::UserId,
-        run_id: &pilot_core::RunId,
-        epoch: i64,
-    ) -> Renewal {
+    async fn renew(&self, user: &UserId, run_id: &RunId, epoch: i64) -> Renewal {
         let sent = Instant::now();
-        match self
-            .ctx
-            .db
-            .heartbeat(user, run_id, epoch, self.ctx.lease_ttl)
-            .await
-        {
+        match self.db.heartbeat(user, run_id, epoch, self.ttl).await {
             Ok(ack) => {
                 if ack.cancel_requested {
                     self.cancel.request();
@@ -221,7 +268,7 @@ impl Lease<'_> {
                 *self
                     .valid_until
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = sent + self.ctx.lease_ttl;
+                    .unwrap_or_else(PoisonError::into_inner) = sent + self.ttl;
                 Renewal::Renewed
             }
             Err(StorageError::StaleEpoch | StorageError::NotFound) => Renewal::Lost,

@@ -1,7 +1,8 @@
 //! Executing runs, against real databases (SQLite, and PostgreSQL when
 //! `PILOT_TEST_POSTGRES_URL` is set): queued runs woken by the in-process signal, takeover of an
 //! expired lease and its cap, a worker that lost its lease stopping without writing,
-//! cancellation at a step boundary, and the shutdown drain. The steps call a local fake server
+//! an inline run (submitted with `Submitter`) that lost its lease stopping at once, cancellation
+//! at a step boundary, and the shutdown drain. The steps call a local fake server
 //! that records every request with its `Idempotency-Key`.
 
 #![allow(
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use pilot_core::{RunId, RunStatus, StepStatus, TriggerKind, UserId};
 use pilot_registry::testing::{FakeServer, Reply};
-use pilot_scheduler::SystemClock;
+use pilot_scheduler::{InlineEnd, SubmitConfig, Submitter, SystemClock};
 use pilot_storage::testing::TestDb;
 use pilot_storage::{ClaimRequest, Database, NewRun, RunRow, TAKEOVER_CAP_MESSAGE};
 
@@ -224,6 +225,70 @@ async fn a_worker_that_lost_its_lease_stops_and_the_new_owner_finishes() {
             keys(&server),
             vec![format!("{id}:one"), format!("{id}:one")]
         );
+        worker.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_run_that_lost_its_lease_stops_at_once_and_the_new_owner_finishes() {
+    for t in TestDb::all().await {
+        let db = t.db().clone();
+        // The inline executor's call hangs (it loses the lease meanwhile); the new owner's
+        // call answers.
+        let server = FakeServer::start(vec![Reply::hang(), ok()]).await.unwrap();
+        let user = user(&db).await;
+        let mut step = post_step("one", server.url("/1").as_str());
+        // An executor that ignored its lease would sit in this call for two minutes, then
+        // retry it.
+        step.timeout_ms = Some(120_000);
+        let plan_id = plan(&db, &user, "inline", vec![step]).await;
+        let submitter = Submitter::new(
+            db.clone(),
+            engine(&db),
+            Arc::new(tokio::sync::Notify::new()),
+            SubmitConfig {
+                lease_owner: "inline".to_owned(),
+                lease_ttl: Duration::from_millis(900),
+                max_queue_depth: 0,
+            },
+        );
+        let new_run = submitter
+            .stored_plan_run(&user, &plan_id, serde_json::json!({}), TriggerKind::Api)
+            .await
+            .unwrap();
+        let inline = tokio::spawn({
+            let (submitter, user) = (submitter.clone(), user.clone());
+            async move { submitter.execute_inline(&user, new_run).await.unwrap() }
+        });
+        wait_requests(&server, 1).await;
+        let before = runs_of(&db, &user, &plan_id).await.remove(0);
+        assert_eq!(before.status, RunStatus::Running);
+        // The lease moves away under the inline executor, and a worker takes the run over.
+        db.release_run(&user, &before.id, before.lease_epoch)
+            .await
+            .unwrap();
+        let worker = Running::start(&db, config("taker"), Arc::new(SystemClock));
+        worker.signal.notify_one();
+        let inline = tokio::time::timeout(Duration::from_secs(30), inline)
+            .await
+            .expect("the inline executor stops at its next heartbeat, not when its call ends")
+            .unwrap();
+        assert!(
+            matches!(inline.end, InlineEnd::LeaseLost),
+            "{:?}",
+            inline.end
+        );
+        assert_eq!(inline.run_id, before.id);
+
+        let row = wait_status(&db, &user, &before.id, RunStatus::Succeeded).await;
+        assert_eq!(row.lease_epoch, before.lease_epoch + 1);
+        // One call by each executor, with the same key; only the new owner's attempt is logged.
+        let id = &before.id;
+        assert_eq!(
+            keys(&server),
+            vec![format!("{id}:one"), format!("{id}:one")]
+        );
+        assert_eq!(log_rows(&db, &user).await, 1);
         worker.stop().await;
     }
 }

@@ -1,24 +1,22 @@
 //! Runs: `POST /api/execute` (inline or queued), `POST /api/execute-step`, inbound webhooks,
 //! and reading and cancelling runs.
 //!
-//! An inline execution holds a lease like a worker: the run is committed as running under this
-//! process's lease before the first step, the lease is renewed while the engine works, and the
-//! execution runs in its own task, so a client that hangs up does not stop it half way. If this
-//! process dies, the lease expires and a worker resumes the run at its first unfinished step.
-//! A queued run is committed before the 202 is sent (accepted means durable), then the queue
-//! signal wakes the embedded worker.
-
-use std::time::Duration;
+//! Every new run goes through `pilot_scheduler::Submitter` (plan lookup, the paused check,
+//! queue admission). An inline execution holds a lease under the same guard as a worker's
+//! claimed runs: it stops the moment its lease is lost, and runs in its own task, so a client
+//! that hangs up does not stop it half way. If this process dies, the lease expires and a
+//! worker resumes the run at its first unfinished step. A queued run is committed before the
+//! 202 is sent (accepted means durable), then the queue signal wakes the embedded worker.
 
 use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, SubsecRound, Utc};
 use pilot_core::{
-    Plan, PlanId, ProviderResult, RetryPolicy, RunId, RunSnapshot, RunStatus, Step, StepStatus,
-    TriggerKind, UserId, validate_plan, validate_step,
+    Plan, PlanId, ProviderResult, RetryPolicy, RunId, RunStatus, Step, StepStatus, TriggerKind,
+    UserId, validate_plan, validate_step,
 };
 use pilot_engine::EngineError;
-use pilot_storage::{CancelOutcome, Lease, NewRun, RunRow, StorageError};
+use pilot_storage::{CancelOutcome, NewRun, RunRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -188,21 +186,11 @@ pub(crate) async fn execute(
             if !is_id(&id) {
                 return Err(ApiError::not_found());
             }
-            let row = state
-                .db()
-                .plan(&caller.user, &PlanId(id.to_ascii_lowercase()))
+            let plan_id = PlanId(id.to_ascii_lowercase());
+            state
+                .submitter()
+                .stored_plan_run(&caller.user, &plan_id, input, TriggerKind::Api)
                 .await?
-                .ok_or_else(ApiError::not_found)?;
-            refuse_paused(&row)?;
-            NewRun {
-                plan_id: Some(row.id),
-                plan_name: row.plan.name,
-                steps: row.plan.steps,
-                input,
-                trigger: TriggerKind::Api,
-                schedule_id: None,
-                scheduled_for: None,
-            }
         }
         (None, Some(plan)) => {
             crate::handlers::check_line("plan.name", &plan.name, 200, true)?;
@@ -236,33 +224,14 @@ pub(crate) async fn execute(
         new_run.plan_name.clone(),
         new_run.input.clone(),
     );
-    let (snapshot, started_at) = state
-        .db()
-        .start_run_at(&caller.user, new_run, &lease(&state))
-        .await?;
-    let (run_id, epoch) = (snapshot.run_id.clone(), snapshot.epoch);
-    let result = spawn_inline(&state, snapshot, |engine, snapshot| async move {
-        engine.execute_plan(snapshot).await
-    })
-    .await?;
-    if let Ok(pilot_engine::RunOutcome {
-        resume_after: Some(delay),
-        ..
-    }) = &result
-    {
-        // A step's next attempt is far off: the run waits in the queue, and a worker resumes
-        // it; the answer is the 202 of a queued run.
-        match state
-            .db()
-            .park_run(&caller.user, &run_id, epoch, *delay)
-            .await
-        {
-            Ok(()) => state.queue_signal().notify_one(),
-            // Another executor took the run over meanwhile: the stored run answers below.
-            Err(StorageError::StaleEpoch) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let submitter = state.submitter().clone();
+    let user = caller.user.clone();
+    let inline = state
+        .spawn_work(async move { submitter.execute_inline(&user, new_run).await })
+        .await
+        .map_err(|e| ApiError::internal(&format!("inline execution task failed: {e}")))??;
+    let (run_id, started_at) = (inline.run_id, inline.started_at);
+    let result = inline.end.into_result();
     match result {
         // The engine wrote this end (its last write was accepted under our lease): answer from
         // it. A cancelled run is read back (rare; it shows who asked).
@@ -370,27 +339,29 @@ pub(crate) async fn execute_step(
         schedule_id: None,
         scheduled_for: None,
     };
-    let snapshot = state
-        .db()
-        .start_run(&caller.user, &new_run, &lease(&state))
-        .await?;
-    let run_id = snapshot.run_id.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let result = spawn_inline(&state, snapshot, |engine, snapshot| async move {
-        let result = engine.execute_step(snapshot).await?;
-        let _ = tx.send(result);
-        Ok(())
-    })
-    .await?;
-    match (result, rx.await) {
-        (Ok(()), Ok(result)) => Ok(HttpResponse::Ok().json(StepResultView { run_id, result })),
-        (outcome, _) => {
+    let submitter = state.submitter().clone();
+    let user = caller.user.clone();
+    let inline = state
+        .spawn_work(async move {
+            submitter
+                .run_inline(&user, new_run, |engine, snapshot| async move {
+                    engine.execute_step(snapshot).await
+                })
+                .await
+        })
+        .await
+        .map_err(|e| ApiError::internal(&format!("inline execution task failed: {e}")))??;
+    let run_id = inline.run_id;
+    let result = inline.end.into_result();
+    match result {
+        Ok(result) => Ok(HttpResponse::Ok().json(StepResultView { run_id, result })),
+        Err(outcome) => {
             let row = state
                 .db()
                 .run_by_id(&caller.user, &run_id)
                 .await?
                 .ok_or_else(|| ApiError::internal(&"a run created by this request vanished"))?;
-            inline_answer(outcome, row)
+            inline_answer(Err(outcome), row)
         }
     }
 }
@@ -456,41 +427,15 @@ pub(crate) async fn inbound_hook(
         check_content_type(content_type.as_deref())?;
         parse_json::<Value>(&bytes)?
     };
-    let plan = state
-        .db()
-        .plan(&user, &plan_id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    refuse_paused(&plan)?;
-    let new_run = NewRun {
-        plan_id: Some(plan.id),
-        plan_name: plan.plan.name,
-        steps: plan.plan.steps,
-        input,
-        trigger: TriggerKind::Webhook,
-        schedule_id: None,
-        scheduled_for: None,
-    };
-    state.admit_queued().await?;
-    let row = state.db().enqueue_run(&user, &new_run).await?;
-    state.queue_signal().notify_one();
+    let new_run = state
+        .submitter()
+        .stored_plan_run(&user, &plan_id, input, TriggerKind::Webhook)
+        .await?;
+    let row = state.submitter().enqueue(&user, &new_run).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "run_id": row.id,
         "status": row.status,
     })))
-}
-
-/// A paused plan does not run: on demand or from its webhooks (409), and its schedule skips its
-/// ticks.
-fn refuse_paused(plan: &pilot_storage::PlanRow) -> Result<(), ApiError> {
-    if plan.plan.status == "paused" {
-        return Err(ApiError::conflict(format!(
-            "plan '{}' is paused: it does not run until its status is set to active again \
-             (PUT /api/plans/{})",
-            plan.plan.name, plan.id
-        )));
-    }
-    Ok(())
 }
 
 /// `GET /api/runs/{id}`
@@ -639,69 +584,12 @@ pub(crate) async fn list_for_plan(
 }
 
 async fn enqueue(state: &AppState, user: &UserId, run: &NewRun) -> Result<HttpResponse, ApiError> {
-    state.admit_queued().await?;
-    let row = state.db().enqueue_run(user, run).await?;
-    // Committed: now wake a worker.
-    state.queue_signal().notify_one();
+    let row = state.submitter().enqueue(user, run).await?;
     Ok(HttpResponse::Accepted().json(Accepted {
         run_id: row.id.clone(),
         status: row.status,
         run: RunView::from(row),
     }))
-}
-
-fn lease(state: &AppState) -> Lease {
-    Lease {
-        owner: state.settings().lease_owner.clone(),
-        ttl: state.settings().lease_ttl,
-    }
-}
-
-/// Runs `work` in its own task on the server's runtime (see `AppState::spawn_work`) while
-/// renewing the run's lease, and waits for it. The task goes on if the client hangs up.
-async fn spawn_inline<F, Fut, T>(
-    state: &AppState,
-    snapshot: RunSnapshot,
-    work: F,
-) -> Result<Result<T, EngineError>, ApiError>
-where
-    F: FnOnce(pilot_engine::Engine, RunSnapshot) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, EngineError>> + Send + 'static,
-    T: Send + 'static,
-{
-    let engine = state.engine().clone();
-    let db = state.db().clone();
-    let ttl = state.settings().lease_ttl;
-    let (user, run, epoch, cancel) = (
-        snapshot.user_id.clone(),
-        snapshot.run_id.clone(),
-        snapshot.epoch,
-        snapshot.cancel.clone(),
-    );
-    let task = state.spawn_work(async move {
-        let execution = work(engine, snapshot);
-        tokio::pin!(execution);
-        let period = (ttl / 3).max(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                result = &mut execution => return result,
-                () = tokio::time::sleep(period) => {
-                    match db.heartbeat(&user, &run, epoch, ttl).await {
-                        Ok(ack) => {
-                            if ack.cancel_requested {
-                                cancel.request();
-                            }
-                        }
-                        // The lease moved on: the engine's next write is fenced and it stops.
-                        Err(StorageError::StaleEpoch) => {}
-                        Err(e) => tracing::warn!(run_id = %run, error = %e, "renewing an inline run's lease failed"),
-                    }
-                }
-            }
-        }
-    });
-    task.await
-        .map_err(|e| ApiError::internal(&format!("inline execution task failed: {e}")))
 }
 
 /// The answer to an inline execution: the run as stored. 200 when it ended; 202 when it did not
