@@ -52,10 +52,23 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "pilot-scheduler",
         ],
     ),
+    (
+        "crates/pilot-boot",
+        &[
+            "pilot-registry",
+            "pilot-provider-ai",
+            "pilot-provider-http",
+            "pilot-provider-logic",
+            "pilot-engine",
+            "pilot-storage",
+            "pilot-scheduler",
+        ],
+    ),
     // The binaries wire libraries together; the worker serves no API, so it never links it.
     (
         "bins/pilot-server",
         &[
+            "pilot-boot",
             "pilot-core",
             "pilot-telemetry",
             "pilot-registry",
@@ -71,6 +84,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "bins/pilot-worker",
         &[
+            "pilot-boot",
             "pilot-core",
             "pilot-telemetry",
             "pilot-registry",

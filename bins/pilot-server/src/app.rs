@@ -10,42 +10,23 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use pilot_api::{ApiSettings, AppParts, AppState, ServerConfig};
-use pilot_registry::{OutboundClient, OutboundConfig, Registry, parse_allowlist};
-use pilot_storage::{Backend, Database, DbConfig, KeySettings, KeySource, Keyring};
+use pilot_boot::{OpenOptions, open_database};
+use pilot_storage::Database;
 use pilot_telemetry::Metrics;
 
 use crate::cli::{
-    Cli, Command, Config, KeysCommand, LogFormat, LogsCommand, ServeArgs, TokensCommand,
-    UsersCommand,
+    Cli, Command, Config, KeysCommand, LogsCommand, ServeArgs, TokensCommand, UsersCommand,
 };
 
 /// The name of the first admin's token file in the data directory.
 pub(crate) const ADMIN_TOKEN_FILE: &str = "admin-token";
 
-/// Starts tracing to stderr, as text or JSON lines.
-pub(crate) fn init_tracing(config: &Config) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
-        .with_context(|| format!("invalid log filter '{}'", config.log))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let result = match config.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-    result.map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
-}
-
 /// Runs the command the operator asked for.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let result = runtime.block_on(async move {
+    pilot_boot::run_to_end(async move {
         match cli.command {
-            None | Some(Command::Serve) => serve(&cli.config, &cli.serve).await,
+            None => serve(&cli.config, &cli.serve).await,
+            Some(Command::Serve(args)) => serve(&cli.config, &args).await,
             Some(Command::Migrate { grant_app_role }) => {
                 migrate(&cli.config, grant_app_role.as_deref()).await
             }
@@ -146,7 +127,10 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Some(Command::Logs(LogsCommand::Prune { older_than })) => {
                 let db = open(&cli.config, false).await?;
-                let cutoff = chrono::Utc::now() - older_than;
+                let cutoff = chrono::Duration::from_std(older_than)
+                    .ok()
+                    .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+                    .context("--older-than reaches before the start of time")?;
                 let n = db
                     .prune_logs(cutoff)
                     .await
@@ -157,16 +141,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-    });
-    // Every task, and with them every database handle, is gone once the runtime is dropped;
-    // then no thread may still be inside libpq when the process exits (its OpenSSL clean-up at
-    // exit would pull locks from under it).
-    drop(runtime);
-    let open = pilot_storage::quiesce(std::time::Duration::from_secs(10));
-    if open > 0 {
-        tracing::warn!(open, "database connections were still open at exit");
-    }
-    result
+    })
 }
 
 /// One archived run: the run, its steps' states and its log rows (outputs and previews are
@@ -210,67 +185,15 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
-/// The database URL: the flag, the file, or the embedded default.
-fn database_url(config: &Config) -> anyhow::Result<String> {
-    if let Some(url) = &config.database_url {
-        return Ok(url.clone());
-    }
-    if let Some(path) = &config.database_url_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the database URL from {}", path.display()))?;
-        return Ok(text.trim().to_owned());
-    }
-    Ok(format!(
-        "sqlite://{}",
-        config.data_dir.join("pilot.db").display()
-    ))
-}
-
-/// The keyring from the key settings (pilot-storage's `Keyring::from_settings`, shared with
-/// the other binary); the embedded SQLite default may use a key file in the data directory.
-fn keyring(config: &Config, backend: Backend) -> anyhow::Result<Keyring> {
-    let settings = KeySettings {
-        master_key: config.master_key.clone(),
-        master_key_file: config.master_key_file.clone(),
-        master_keys: config.master_keys.clone(),
-        master_keys_file: config.master_keys_file.clone(),
-        active_key_id: config.active_key_id.clone(),
-        data_dir: config.data_dir.clone(),
-    };
-    let (keyring, source) = Keyring::from_settings(&settings, backend == Backend::Sqlite)?;
-    if let KeySource::KeyFile(path) = source {
-        tracing::info!(path = %path.display(), "using the master key file in the data directory");
-    }
-    Ok(keyring)
-}
-
 /// Opens the database (running pending migrations), with a keyring when `need_keys` or when
 /// one is configured.
 async fn open(config: &Config, need_keys: bool) -> anyhow::Result<Database> {
-    let url = database_url(config)?;
-    let mut db_config = DbConfig::new(url);
-    db_config.sqlite_sync = match config.sqlite_sync {
-        crate::cli::SqliteSync::Full => pilot_storage::SqliteSync::Full,
-        crate::cli::SqliteSync::Normal => pilot_storage::SqliteSync::Normal,
+    let options = OpenOptions {
+        need_keys,
+        migrate_postgres: true,
+        pool_size: None,
     };
-    db_config.migration_url = config.migration_database_url.clone();
-    let backend = db_config.backend().context("PILOT_DATABASE_URL")?;
-    let configured = config.master_key.is_some()
-        || config.master_key_file.is_some()
-        || config.master_keys.is_some()
-        || config.master_keys_file.is_some();
-    let keyring = if need_keys || configured || backend == Backend::Sqlite {
-        Some(keyring(config, backend)?)
-    } else {
-        None
-    };
-    let db = Database::open(&db_config)
-        .await
-        .context("opening the database")?;
-    Ok(match keyring {
-        Some(k) => db.with_keyring(k),
-        None => db,
-    })
+    open_database(&config.database, &config.keys, options).await
 }
 
 async fn migrate(config: &Config, grant: Option<&str>) -> anyhow::Result<()> {
@@ -284,19 +207,6 @@ async fn migrate(config: &Config, grant: Option<&str>) -> anyhow::Result<()> {
     }
     say("migrations are up to date");
     Ok(())
-}
-
-/// The installed providers.
-fn registry(serve: &ServeArgs) -> anyhow::Result<Registry> {
-    let mut registry = Registry::new();
-    let ai = pilot_provider_ai::AiConfig {
-        openai_base_url: serve.openai_base_url.clone(),
-        groq_base_url: serve.groq_base_url.clone(),
-    };
-    pilot_provider_ai::register(&mut registry, &ai)?;
-    pilot_provider_http::register(&mut registry)?;
-    pilot_provider_logic::register(&mut registry)?;
-    Ok(registry)
 }
 
 /// On a database without users: creates `admin`, writes its token to a 0600 file in the data
@@ -357,49 +267,19 @@ fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
-    }
-}
-
 async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let data_dir = &config.database.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let db = open(config, true).await?;
-    let allow = parse_allowlist(&serve.outbound_allow).context("PILOT_OUTBOUND_ALLOW")?;
-    let http = Arc::new(OutboundClient::new(OutboundConfig {
-        allow,
-        ..OutboundConfig::default()
-    })?);
-    let registry = Arc::new(registry(serve)?);
+    let http = Arc::new(serve.providers.outbound()?);
+    let registry = Arc::new(serve.providers.registry()?);
     // The embedded worker's metrics join the API's registry, so /metrics serves them too.
     let mut metrics = Metrics::new();
     let scheduler_metrics = pilot_scheduler::SchedulerMetrics::register(metrics.registry_mut());
     let settings = ApiSettings {
         body_limit: serve.body_limit,
+        lease_ttl: serve.worker.lease_ttl,
         max_queue_depth: serve.max_queue_depth,
         auth_failures_per_minute: serve.auth_failures_per_minute,
         requests_per_minute: serve.requests_per_minute,
@@ -410,11 +290,7 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
         db: db.clone(),
         registry,
         http,
-        engine: pilot_engine::EngineConfig {
-            max_output_bytes: serve.max_output_bytes,
-            max_run_state_bytes: serve.max_run_state_bytes,
-            ..pilot_engine::EngineConfig::default()
-        },
+        engine: serve.engine.config(),
         metrics,
         settings,
     });
@@ -426,12 +302,12 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
     };
     let server = pilot_api::bind(state.clone(), &server_config)?;
     let bound = server.local_addr().to_string();
-    first_start(&db, &config.data_dir, &bound).await?;
+    first_start(&db, data_dir, &bound).await?;
 
     // One shutdown signal for everything: the HTTP server and the embedded worker.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        pilot_boot::shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -445,12 +321,9 @@ async fn serve(config: &Config, serve: &ServeArgs) -> anyhow::Result<()> {
         tracing::info!("embedded worker disabled (--no-worker)");
         None
     } else {
-        let mut worker_config =
-            pilot_scheduler::WorkerConfig::new(format!("server:{}", std::process::id()));
-        worker_config.max_takeovers = serve.max_takeovers;
-        worker_config.max_running_per_user = serve.max_running_per_user;
-        worker_config.retain_runs = serve.retain_runs.and_then(|d| d.to_std().ok());
-        worker_config.retain_logs = serve.retain_logs.and_then(|d| d.to_std().ok());
+        let worker_config = serve
+            .worker
+            .config(format!("server:{}", std::process::id()));
         let worker = pilot_scheduler::Worker::new(
             worker_config,
             state.db().clone(),

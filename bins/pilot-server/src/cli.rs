@@ -5,7 +5,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use pilot_boot::{
+    DatabaseArgs, EngineArgs, KeyArgs, LogArgs, ProviderArgs, WorkerArgs, parse_duration,
+};
 
 /// Pilot: a self-hosted automation server. Without a subcommand it serves the API (and runs an
 /// embedded worker) on the embedded SQLite default under ./pilot-data.
@@ -15,6 +18,8 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) config: Config,
 
+    /// Serving's settings, given before any subcommand (serving is the default) or after
+    /// `serve`.
     #[command(flatten)]
     pub(crate) serve: ServeArgs,
 
@@ -22,201 +27,74 @@ pub(crate) struct Cli {
     pub(crate) command: Option<Command>,
 }
 
-/// Settings shared by every subcommand. `Debug` is written by hand: database URLs may carry
-/// passwords and master keys are secrets, so it shows only whether they are set.
-#[derive(Args)]
-pub(crate) struct Config {
-    /// Database URL: `postgres://user:pass@host/db`, or a SQLite file (`sqlite://path` or a
-    /// plain path). Default: a SQLite file `pilot.db` in the data directory.
-    #[arg(
-        long,
-        global = true,
-        env = "PILOT_DATABASE_URL",
-        hide_env_values = true
-    )]
-    pub(crate) database_url: Option<String>,
-
-    /// File holding the database URL (instead of PILOT_DATABASE_URL).
-    #[arg(
-        long,
-        global = true,
-        env = "PILOT_DATABASE_URL_FILE",
-        conflicts_with = "database_url"
-    )]
-    pub(crate) database_url_file: Option<PathBuf>,
-
-    /// Owner-role database URL used to run migrations (PostgreSQL two-role setup). Default: the
-    /// database URL.
-    #[arg(
-        long,
-        global = true,
-        env = "PILOT_MIGRATION_DATABASE_URL",
-        hide_env_values = true
-    )]
-    pub(crate) migration_database_url: Option<String>,
-
-    /// Directory for the embedded database, the generated master key and the first admin token.
-    #[arg(
-        long,
-        global = true,
-        env = "PILOT_DATA_DIR",
-        default_value = "pilot-data"
-    )]
-    pub(crate) data_dir: PathBuf,
-
-    /// Master key for credential encryption: base64 of 32 bytes (key id `k1`). Without any key
-    /// setting, the embedded SQLite default generates one into the data directory.
-    #[arg(long, global = true, env = "PILOT_MASTER_KEY", hide_env_values = true)]
-    pub(crate) master_key: Option<String>,
-
-    /// File holding the master key (instead of PILOT_MASTER_KEY).
-    #[arg(long, global = true, env = "PILOT_MASTER_KEY_FILE")]
-    pub(crate) master_key_file: Option<PathBuf>,
-
-    /// Several master keys, `id:base64,id:base64`, for rotation; new values use the active one.
-    #[arg(long, global = true, env = "PILOT_MASTER_KEYS", hide_env_values = true)]
-    pub(crate) master_keys: Option<String>,
-
-    /// File holding PILOT_MASTER_KEYS's value.
-    #[arg(long, global = true, env = "PILOT_MASTER_KEYS_FILE")]
-    pub(crate) master_keys_file: Option<PathBuf>,
-
-    /// Which of PILOT_MASTER_KEYS encrypts new values.
-    #[arg(long, global = true, env = "PILOT_ACTIVE_KEY_ID")]
-    pub(crate) active_key_id: Option<String>,
-
-    /// SQLite durability: `full` (default; an answered request survives a power loss) or
-    /// `normal` (faster; the last commits may be lost on power loss, never on a crash).
-    #[arg(long, global = true, env = "PILOT_SQLITE_SYNC", value_enum, default_value_t = SqliteSync::Full)]
-    pub(crate) sqlite_sync: SqliteSync,
-
-    /// Log format.
-    #[arg(long, global = true, env = "PILOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub(crate) log_format: LogFormat,
-
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `pilot_api=debug,info`.
-    #[arg(long, global = true, env = "PILOT_LOG", default_value = "info")]
-    pub(crate) log: String,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let set = |v: &Option<String>| v.as_ref().map(|_| "[set]");
-        f.debug_struct("Config")
-            .field("database_url", &set(&self.database_url))
-            .field("database_url_file", &self.database_url_file)
-            .field("migration_database_url", &set(&self.migration_database_url))
-            .field("data_dir", &self.data_dir)
-            .field("master_key", &set(&self.master_key))
-            .field("master_key_file", &self.master_key_file)
-            .field("master_keys", &set(&self.master_keys))
-            .field("master_keys_file", &self.master_keys_file)
-            .field("active_key_id", &self.active_key_id)
-            .field("sqlite_sync", &self.sqlite_sync)
-            .field("log_format", &self.log_format)
-            .field("log", &self.log)
-            .finish()
-    }
-}
-
-/// Settings of `serve` (also accepted before any subcommand, since serving is the default).
+/// Settings every subcommand reads: the database, its keys, and logging.
 #[derive(Debug, Args)]
+pub(crate) struct Config {
+    #[command(flatten)]
+    pub(crate) database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub(crate) keys: KeyArgs,
+
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+}
+
+/// Settings of serving: the API, the providers, the engine and the embedded worker.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Serving")]
 pub(crate) struct ServeArgs {
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
-    #[arg(
-        long,
-        global = true,
-        env = "PILOT_BIND",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(long, env = "PILOT_BIND", default_value = "127.0.0.1:8080")]
     pub(crate) bind: SocketAddr,
 
     /// Largest request body accepted, in bytes (larger ones get 413).
-    #[arg(long, global = true, env = "PILOT_BODY_LIMIT", default_value_t = pilot_api::DEFAULT_BODY_LIMIT)]
+    #[arg(long, env = "PILOT_BODY_LIMIT", default_value_t = pilot_api::DEFAULT_BODY_LIMIT)]
     pub(crate) body_limit: usize,
 
-    /// Address ranges outgoing requests may reach despite the default block of loopback,
-    /// private, link-local and metadata addresses: comma-separated CIDRs, e.g. `10.1.0.0/16`.
-    #[arg(long, global = true, env = "PILOT_OUTBOUND_ALLOW", default_value = "")]
-    pub(crate) outbound_allow: String,
-
-    /// Base URL of an OpenAI-compatible server for the `openai` provider (trusted config).
-    #[arg(long, global = true, env = "PILOT_OPENAI_BASE_URL")]
-    pub(crate) openai_base_url: Option<url::Url>,
-
-    /// Base URL for the `groq` provider (trusted config).
-    #[arg(long, global = true, env = "PILOT_GROQ_BASE_URL")]
-    pub(crate) groq_base_url: Option<url::Url>,
-
     /// Do not run the embedded worker (run `pilot-worker` processes instead).
-    #[arg(long, global = true, env = "PILOT_NO_WORKER")]
+    #[arg(long, env = "PILOT_NO_WORKER")]
     pub(crate) no_worker: bool,
 
     /// HTTP worker threads (0: one per CPU core).
-    #[arg(long, global = true, env = "PILOT_HTTP_WORKERS", default_value_t = 0)]
+    #[arg(long, env = "PILOT_HTTP_WORKERS", default_value_t = 0)]
     pub(crate) http_workers: usize,
-
-    /// The most bytes (compact JSON) one step's output may take; a larger output fails the step.
-    #[arg(long, global = true, env = "PILOT_MAX_OUTPUT_BYTES",
-          default_value_t = pilot_engine::EngineConfig::default().max_output_bytes)]
-    pub(crate) max_output_bytes: usize,
-
-    /// The most bytes all step outputs of one run may take together, and a step's resolved
-    /// params at most; beyond it the step fails.
-    #[arg(long, global = true, env = "PILOT_MAX_RUN_STATE_BYTES",
-          default_value_t = pilot_engine::EngineConfig::default().max_run_state_bytes)]
-    pub(crate) max_run_state_bytes: usize,
 
     /// Above this many queued runs, async submissions (`async: true`, inbound webhooks) get 503
     /// with Retry-After instead of growing the queue without bound; 0: no limit.
-    #[arg(long, global = true, env = "PILOT_MAX_QUEUE_DEPTH", default_value_t = pilot_api::DEFAULT_MAX_QUEUE_DEPTH)]
+    #[arg(long, env = "PILOT_MAX_QUEUE_DEPTH", default_value_t = pilot_api::DEFAULT_MAX_QUEUE_DEPTH)]
     pub(crate) max_queue_depth: u64,
 
     /// Failed authentications allowed per minute from one client address (and with one token
     /// prefix); past it, tokens not seen to succeed get 429 without a lookup. 0: no limit.
-    #[arg(long, global = true, env = "PILOT_AUTH_FAILURES_PER_MINUTE", default_value_t = pilot_api::ApiSettings::default().auth_failures_per_minute)]
+    #[arg(long, env = "PILOT_AUTH_FAILURES_PER_MINUTE", default_value_t = pilot_api::ApiSettings::default().auth_failures_per_minute)]
     pub(crate) auth_failures_per_minute: u32,
 
     /// API requests allowed per minute per user (429 with RateLimit headers past it). 0: no
     /// limit.
-    #[arg(long, global = true, env = "PILOT_REQUESTS_PER_MINUTE", default_value_t = pilot_api::ApiSettings::default().requests_per_minute)]
+    #[arg(long, env = "PILOT_REQUESTS_PER_MINUTE", default_value_t = pilot_api::ApiSettings::default().requests_per_minute)]
     pub(crate) requests_per_minute: u32,
 
     /// Calls allowed per minute per inbound webhook. 0: no limit.
-    #[arg(long, global = true, env = "PILOT_HOOK_CALLS_PER_MINUTE", default_value_t = pilot_api::ApiSettings::default().hook_calls_per_minute)]
+    #[arg(long, env = "PILOT_HOOK_CALLS_PER_MINUTE", default_value_t = pilot_api::ApiSettings::default().hook_calls_per_minute)]
     pub(crate) hook_calls_per_minute: u32,
 
-    /// Most runs of one user the embedded worker (and any worker) lets execute at once; 0: no
-    /// cap.
-    #[arg(
-        long,
-        global = true,
-        env = "PILOT_MAX_RUNNING_PER_USER",
-        default_value_t = 0
-    )]
-    pub(crate) max_running_per_user: u32,
+    #[command(flatten)]
+    pub(crate) providers: ProviderArgs,
 
-    /// The embedded worker deletes finished runs (with their step states) older than this, e.g.
-    /// `90d`, every hour in small batches; kept when unset.
-    #[arg(long, global = true, env = "PILOT_RETAIN_RUNS", value_parser = parse_age)]
-    pub(crate) retain_runs: Option<chrono::Duration>,
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
 
-    /// The embedded worker deletes execution-log rows older than this, e.g. `90d`, every hour
-    /// (as the migration URL's owner role on PostgreSQL); kept when unset.
-    #[arg(long, global = true, env = "PILOT_RETAIN_LOGS", value_parser = parse_age)]
-    pub(crate) retain_logs: Option<chrono::Duration>,
-
-    /// Takeovers allowed per run: a run whose worker died (its lease expired) more often than
-    /// this is quarantined, failed with a message saying so, instead of crashing the next worker.
-    #[arg(long, global = true, env = "PILOT_MAX_TAKEOVERS", default_value_t = pilot_scheduler::WorkerConfig::DEFAULT_MAX_TAKEOVERS)]
-    pub(crate) max_takeovers: u32,
+    /// The embedded worker's settings; `--lease-ttl` is also the lease of inline runs.
+    #[command(flatten)]
+    pub(crate) worker: WorkerArgs,
 }
 
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Serve the API (the default).
-    Serve,
+    Serve(Box<ServeArgs>),
     /// Run pending database migrations and exit.
     Migrate {
         /// PostgreSQL: grant this application role what it needs after migrating.
@@ -304,61 +182,27 @@ pub(crate) enum LogsCommand {
     /// Delete execution-log rows older than a duration (the only path that deletes them).
     Prune {
         /// Age, e.g. `90d`, `12h`, `2w`, `30m`.
-        #[arg(long, value_parser = parse_age)]
-        older_than: chrono::Duration,
+        #[arg(long, value_parser = parse_duration)]
+        older_than: std::time::Duration,
     },
 }
 
-/// SQLite durability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum SqliteSync {
-    /// synchronous=FULL
-    Full,
-    /// synchronous=NORMAL
-    Normal,
-}
-
-/// Log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Parses `<n><unit>` with unit `s`, `m`, `h`, `d` or `w`.
-/// `--since`: an RFC 3339 time, or an age counted back from now.
+/// `--since`: an RFC 3339 time, or an age counted back from now (`30d`, `12h`).
 pub(crate) fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
         return Ok(at.with_timezone(&chrono::Utc));
     }
-    parse_age(text)
-        .map(|age| chrono::Utc::now() - age)
-        .map_err(|e| format!("{e}; or give an RFC 3339 time such as 2026-11-01T00:00:00Z"))
-}
-
-pub(crate) fn parse_age(text: &str) -> Result<chrono::Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("'{text}' needs a unit: s, m, h, d or w (e.g. 90d)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: i64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' does not start with a number"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        other => return Err(format!("unknown unit '{other}': use s, m, h, d or w")),
-    };
-    n.checked_mul(seconds)
-        .filter(|s| *s > 0)
-        .and_then(chrono::Duration::try_seconds)
-        .ok_or_else(|| format!("'{text}' is out of range"))
+    parse_duration(text)
+        .ok()
+        .and_then(|age| chrono::Duration::from_std(age).ok())
+        .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+        .ok_or_else(|| {
+            format!(
+                "'{}' is neither an age (30d, 12h) nor an RFC 3339 time such as \
+                 2026-11-01T00:00:00Z",
+                text.trim()
+            )
+        })
 }
 
 #[cfg(test)]
@@ -373,13 +217,92 @@ mod tests {
     }
 
     #[test]
-    fn ages() {
-        assert_eq!(parse_age("90d").unwrap(), chrono::Duration::days(90));
-        assert_eq!(parse_age("2w").unwrap(), chrono::Duration::weeks(2));
-        assert_eq!(parse_age("30m").unwrap(), chrono::Duration::minutes(30));
-        for bad in ["", "d", "10", "10y", "-1d", "0d", "99999999999999999d"] {
-            assert!(parse_age(bad).is_err(), "{bad}");
+    fn since_takes_a_time_or_an_age() {
+        let at = parse_since("2026-11-01T00:00:00Z").unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-11-01T00:00:00+00:00");
+        let ago = chrono::Utc::now() - parse_since("30d").unwrap();
+        assert!(
+            (ago - chrono::Duration::days(30)).num_seconds().abs() < 60,
+            "{ago}"
+        );
+        for bad in ["", "yesterday", "30", "2026-11-01"] {
+            let e = parse_since(bad).unwrap_err();
+            assert!(e.contains("RFC 3339"), "{bad}: {e}");
         }
+    }
+
+    /// The long help of the subcommand at `path` (empty: the top level).
+    fn help(path: &[&str]) -> String {
+        let mut command = Cli::command();
+        // Builds every subcommand, with the global arguments propagated to it.
+        command.build();
+        for name in path {
+            command = command.find_subcommand(name).unwrap().clone();
+        }
+        command.render_long_help().to_string()
+    }
+
+    #[test]
+    fn a_subcommands_help_lists_only_what_it_reads() {
+        let serving = [
+            "--bind",
+            "--outbound-allow",
+            "--lease-ttl",
+            "--concurrency",
+            "--run-timeout",
+        ];
+        for path in [&[][..], &["serve"][..]] {
+            let text = help(path);
+            for flag in serving
+                .iter()
+                .chain(&["--database-url", "--master-key", "--log"])
+            {
+                assert!(text.contains(flag), "{path:?} --help lacks {flag}");
+            }
+        }
+        for path in [
+            &["users", "create"][..],
+            &["logs", "prune"][..],
+            &["migrate"][..],
+        ] {
+            let text = help(path);
+            assert!(text.contains("--database-url"), "{path:?}: {text}");
+            for flag in serving {
+                assert!(
+                    !text.contains(flag),
+                    "{path:?} --help lists {flag}, which it ignores"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn serve_takes_its_settings_after_the_subcommand_too() {
+        let cli = Cli::try_parse_from([
+            "pilot-server",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--lease-ttl",
+            "10s",
+        ])
+        .unwrap();
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("not serve: {:?}", cli.command);
+        };
+        assert_eq!(args.bind.port(), 0);
+        assert_eq!(args.worker.lease_ttl, std::time::Duration::from_secs(10));
+        assert!(
+            Cli::try_parse_from([
+                "pilot-server",
+                "users",
+                "create",
+                "x",
+                "--bind",
+                "127.0.0.1:0"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

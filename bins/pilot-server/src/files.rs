@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::cli::Config;
+use pilot_boot::DatabaseArgs;
 
 /// Creates the data directory (0700) and the SQLite database file (0600) when they do not
 /// exist yet, and warns about existing ones that group or others can read.
-pub(crate) fn prepare(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn prepare(config: &DatabaseArgs) -> anyhow::Result<()> {
     ensure_private_dir(&config.data_dir)?;
     if let Some(path) = sqlite_file(config) {
         ensure_private_file(&path)?;
@@ -25,7 +25,7 @@ pub(crate) fn prepare(config: &Config) -> anyhow::Result<()> {
 
 /// The SQLite database file the configuration names, if it names one: the flag's URL, or the
 /// default `pilot.db` in the data directory. A URL read from a file is left to the opener.
-fn sqlite_file(config: &Config) -> Option<PathBuf> {
+fn sqlite_file(config: &DatabaseArgs) -> Option<PathBuf> {
     if config.database_url_file.is_some() {
         return None;
     }
@@ -115,10 +115,10 @@ mod tests {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
-    fn config(args: &[&str]) -> Config {
+    fn config(args: &[&str]) -> DatabaseArgs {
         let mut all = vec!["pilot-server"];
         all.extend_from_slice(args);
-        Cli::try_parse_from(all).unwrap().config
+        Cli::try_parse_from(all).unwrap().config.database
     }
 
     #[test]

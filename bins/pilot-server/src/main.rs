@@ -12,12 +12,12 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    if let Err(e) = app::init_tracing(&cli.config) {
+    if let Err(e) = pilot_boot::init_tracing(&cli.config.log) {
         let _ = writeln!(std::io::stderr(), "error: {e:#}");
         return ExitCode::FAILURE;
     }
     // Before anything opens the database or writes a key: a new data directory is private.
-    if let Err(e) = files::prepare(&cli.config) {
+    if let Err(e) = files::prepare(&cli.config.database) {
         let _ = writeln!(std::io::stderr(), "error: {e:#}");
         return ExitCode::FAILURE;
     }

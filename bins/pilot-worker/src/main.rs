@@ -12,7 +12,7 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    if let Err(e) = app::init_tracing(&cli) {
+    if let Err(e) = pilot_boot::init_tracing(&cli.log) {
         let _ = writeln!(std::io::stderr(), "error: {e:#}");
         return ExitCode::FAILURE;
     }

@@ -168,6 +168,14 @@ impl TestDb {
         self.pg.as_ref().map(|p| p.admin_url.as_str())
     }
 
+    /// PostgreSQL: the superuser's URL (from `PILOT_TEST_POSTGRES_URL`, whatever database it
+    /// names) pointed at this test's database, for tampering with and inspecting rows past
+    /// row-level security.
+    pub fn superuser_url(&self) -> Option<String> {
+        let pg = self.pg.as_ref()?;
+        with_db(&pg.admin_url, &pg.name).ok()
+    }
+
     /// The application role's name (PostgreSQL only).
     pub fn app_role(&self) -> Option<&str> {
         self.pg.as_ref().map(|p| p.app_role.as_str())
@@ -339,6 +347,24 @@ fn sweep(admin: &mut DbConn) {
     }
 }
 
+/// `url` (`postgres://user:pass@host:port/db?query`) with another database, everything else
+/// kept.
+fn with_db(url: &str, db: &str) -> Result<String, StorageError> {
+    let bad = || StorageError::Config(format!("{POSTGRES_URL_ENV} is not a postgres:// URL"));
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let authority = rest.split('/').next().ok_or_else(bad)?;
+    let mut out = format!("{scheme}://{authority}/{db}");
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Ok(out)
+}
+
 /// `postgres://user@host:port/db?query` with another user (no password: local trust auth) and
 /// database.
 fn with_user_and_db(url: &str, user: &str, db: &str) -> Result<String, StorageError> {
@@ -356,4 +382,34 @@ fn with_user_and_db(url: &str, user: &str, db: &str) -> Result<String, StorageEr
         out.push_str(q);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_rewritten_whatever_database_they_name() {
+        for (url, expect) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/test",
+                "postgres://postgres@127.0.0.1:5432/x",
+            ),
+            (
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                "postgres://postgres@127.0.0.1:5432/x",
+            ),
+            (
+                "postgresql://u:p@h/testdb?sslmode=disable",
+                "postgresql://u:p@h/x?sslmode=disable",
+            ),
+            ("postgres://u@h", "postgres://u@h/x"),
+        ] {
+            assert_eq!(with_db(url, "x").unwrap(), expect, "{url}");
+        }
+        assert_eq!(
+            with_user_and_db("postgres://postgres:pw@h:1/postgres?a=b", "r", "x").unwrap(),
+            "postgres://r@h:1/x?a=b"
+        );
+    }
 }

@@ -117,25 +117,10 @@ pub(crate) async fn user(db: &Database, name: &str) -> UserId {
 /// plain connection on SQLite. For tampering with and inspecting stored rows.
 pub(crate) fn raw(t: &TestDb) -> crate::conn::DbConn {
     let url = match t.backend() {
-        crate::Backend::Postgres => t
-            .admin_url()
-            .unwrap()
-            .replace("/test", &format!("/{}", db_name(t))),
+        crate::Backend::Postgres => t.superuser_url().unwrap(),
         crate::Backend::Sqlite => t.url().to_owned(),
     };
     crate::conn::establish(&url, t.backend(), crate::SqliteSync::Full).unwrap()
-}
-
-/// The PostgreSQL database name of a test database.
-pub(crate) fn db_name(t: &TestDb) -> String {
-    t.url()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 /// Runs statements on a raw connection.
