@@ -12,6 +12,10 @@
 //!
 //! Without `PILOT_TEST_POSTGRES_URL`, PostgreSQL tests print `SKIPPED: PILOT_TEST_POSTGRES_URL
 //! not set` and do nothing, except under `CI=true`, where they fail.
+//!
+//! The slowest tests (several processes, crashes, outages) ask [`slow_tests_enabled`] first:
+//! they run under `PILOT_SLOW_TESTS=1` or `CI=true` (`.ci/run` sets both), and otherwise print
+//! a SKIPPED line, so a developer's `cargo test` stays quick.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -72,6 +76,21 @@ pub fn postgres_url() -> Option<String> {
             None
         }
     }
+}
+
+/// The environment variable that turns the slow multi-process tests on.
+pub const SLOW_TESTS_ENV: &str = "PILOT_SLOW_TESTS";
+
+/// Whether the slow multi-process test `name` should run: yes under `PILOT_SLOW_TESTS=1` or
+/// `CI=true`; otherwise it prints a loud SKIPPED line saying how to run it.
+#[allow(clippy::disallowed_methods, clippy::print_stderr)]
+pub fn slow_tests_enabled(name: &str) -> bool {
+    let on = |var: &str| std::env::var(var).is_ok_and(|v| v == "1" || v == "true");
+    if on(SLOW_TESTS_ENV) || on("CI") {
+        return true;
+    }
+    eprintln!("SKIPPED: {name} is a slow multi-process test; run it with {SLOW_TESTS_ENV}=1");
+    false
 }
 
 impl TestDb {
