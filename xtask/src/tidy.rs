@@ -122,7 +122,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         }
         check_self_explaining(&shown, &text, &mut problems);
     }
-    for doc in markdown_files(root)? {
+    for doc in markdown_files(root)?.into_iter().chain(config_files(root)?) {
         let text =
             fs::read_to_string(&doc).with_context(|| format!("reading {}", doc.display()))?;
         let shown = doc.strip_prefix(root).unwrap_or(&doc).display().to_string();
@@ -238,6 +238,31 @@ fn markdown_files(root: &Path) -> Result<Vec<PathBuf>> {
             }
         }
     }
+    Ok(out)
+}
+
+/// The root's TOML files, every crate's Cargo.toml, and the CI scripts: their comments are
+/// read too.
+fn config_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for dir in [root.to_path_buf(), root.join(".ci")] {
+        for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let path = entry?.path();
+            let is_ci = dir.ends_with(".ci");
+            if path.is_file() && (is_ci || path.extension().is_some_and(|e| e == "toml")) {
+                out.push(path);
+            }
+        }
+    }
+    for top in ["crates", "bins"] {
+        for entry in fs::read_dir(root.join(top)).with_context(|| format!("listing {top}"))? {
+            let manifest = entry?.path().join("Cargo.toml");
+            if manifest.is_file() {
+                out.push(manifest);
+            }
+        }
+    }
+    out.push(root.join("xtask").join("Cargo.toml"));
     Ok(out)
 }
 
