@@ -757,9 +757,9 @@ pub fn routes() -> impl Iterator<Item = RouteInfo> {
 }
 
 /// Mounts every route of the table, answers 405 (with `Allow`) for a known path with another
-/// method and 404 for an unknown path, both in the JSON error shape. The server and the tests
-/// mount the API with `App::new().app_data(web::Data::new(state)).configure(pilot_api::config)`.
-pub fn config(cfg: &mut web::ServiceConfig) {
+/// method and 404 for an unknown path, both in the JSON error shape (`pilot_api::config` adds
+/// what the handlers need besides the state).
+pub(crate) fn mount(cfg: &mut web::ServiceConfig) {
     let mut paths: Vec<&'static str> = Vec::new();
     for route in ROUTES {
         if !paths.contains(&route.info.path) {

@@ -19,8 +19,8 @@ pub use memory::{MemoryRun, MemoryStore};
 pub use plan::{DEFAULT_STEP_TIMEOUT_MS, Plan, RetryPolicy, Step, Trigger, is_valid_step_id};
 pub use provider::ProviderResult;
 pub use run::{
-    CancelSignal, LogRecord, RunFinish, RunSnapshot, RunStatus, RunWrite, StepState, StepStatus,
-    TriggerKind, WriteAck,
+    CancelSignal, LogRecord, RunEnd, RunFinish, RunSnapshot, RunStatus, RunWrite, StepKey,
+    StepState, StepStatus, TriggerKind, WriteAck,
 };
 pub use secret::{Credential, CredentialKind, Integration, Secret};
 pub use store::{CredentialStore, RunStore};

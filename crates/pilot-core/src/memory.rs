@@ -129,17 +129,23 @@ impl RunStore for MemoryStore {
         if run.epoch != write.epoch {
             return Err(StoreError::StaleEpoch);
         }
-        if let Some((index, state)) = write.step {
-            if index >= run.states.len() {
+        for (key, _) in &write.steps {
+            if key.index >= run.states.len() || key.item.is_some() {
                 return Err(StoreError::Conflict(format!(
-                    "step index {index} out of range"
+                    "step key {key:?} is not a step of this run"
                 )));
             }
-            run.states[index] = state;
         }
-        if let Some(finish) = write.finish {
-            run.status = finish.status;
-            run.error = finish.error;
+        for (key, state) in write.steps {
+            run.states[key.index] = state;
+        }
+        match write.end {
+            Some(crate::RunEnd::Finish(finish)) => {
+                run.status = finish.status;
+                run.error = finish.error;
+            }
+            Some(crate::RunEnd::Park { .. }) => run.status = crate::RunStatus::Queued,
+            None => {}
         }
         let ack = WriteAck {
             cancel_requested: run.cancel_requested,

@@ -257,8 +257,39 @@ pub struct RunFinish {
     pub error: Option<String>,
 }
 
-/// One atomic write of an executing run: log rows, optionally a finished step's state, and
-/// optionally the run's end. Storage applies it in one transaction only when `epoch` is still
+/// Which state of a run a write addresses: a step by its index in the plan, and for a step that
+/// runs once per item of a list, which item. Storage keeps step states today (`item` is
+/// `None`); per-item states are refused until their storage exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StepKey {
+    /// The step's index in the plan.
+    pub index: usize,
+    /// The item's index, for a step that runs per item.
+    pub item: Option<usize>,
+}
+
+impl StepKey {
+    /// The key of the whole step at `index`.
+    pub fn step(index: usize) -> Self {
+        Self { index, item: None }
+    }
+}
+
+/// How an executor leaves a run with its last write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    /// The run ended.
+    Finish(RunFinish),
+    /// The run waits: it goes back to the queue, its lease given up, claimable again after
+    /// `resume_after`; whoever claims it then resumes where it stopped.
+    Park {
+        /// How long from now the run waits.
+        resume_after: std::time::Duration,
+    },
+}
+
+/// One atomic write of an executing run: log rows, step states, and optionally how the
+/// executor leaves the run. Storage applies it in one transaction only when `epoch` is still
 /// the run's lease epoch, and may group several runs' writes into one commit.
 #[derive(Debug, Clone)]
 pub struct RunWrite {
@@ -270,10 +301,20 @@ pub struct RunWrite {
     pub epoch: i64,
     /// Execution-log rows to append.
     pub logs: Vec<LogRecord>,
-    /// A step's new state, by index.
-    pub step: Option<(usize, StepState)>,
-    /// The run's end.
-    pub finish: Option<RunFinish>,
+    /// New step states, by key (several steps of a graph may settle in one write).
+    pub steps: Vec<(StepKey, StepState)>,
+    /// The run's end, or its parking.
+    pub end: Option<RunEnd>,
+}
+
+impl RunWrite {
+    /// The terminal status this write ends the run with, if it finishes it.
+    pub fn finished_status(&self) -> Option<RunStatus> {
+        match &self.end {
+            Some(RunEnd::Finish(finish)) => Some(finish.status),
+            _ => None,
+        }
+    }
 }
 
 /// What storage answers to a write.

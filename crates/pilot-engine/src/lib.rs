@@ -4,9 +4,11 @@ mod backoff;
 mod engine;
 mod error;
 mod limits;
+mod parts;
 mod preview;
 mod run;
 
-pub use engine::{Engine, EngineConfig, EngineParts, RunOutcome};
+pub use engine::Engine;
 pub use error::EngineError;
+pub use parts::{EngineConfig, EngineParts, RunOutcome};
 pub use pilot_registry::idempotency_key;

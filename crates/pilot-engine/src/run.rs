@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use pilot_core::template::{self, Scope};
 use pilot_core::{
-    CancelSignal, Credential, LogRecord, PlanId, RunFinish, RunId, RunSnapshot, RunStatus,
-    RunWrite, Step, StepState, StepStatus, StoreError, UserId,
+    CancelSignal, Credential, LogRecord, PlanId, RunEnd, RunFinish, RunId, RunSnapshot, RunStatus,
+    RunWrite, Step, StepKey, StepState, StepStatus, StoreError, UserId,
 };
 use pilot_registry::{ProviderContext, ProviderError, ProviderOutput};
 use serde_json::{Map, Value};
@@ -23,8 +23,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use pilot_registry::idempotency_key;
 
-use crate::engine::{EngineParts, RunOutcome};
 use crate::limits;
+use crate::parts::{EngineParts, RunOutcome};
 use crate::{EngineError, backoff, preview};
 use pilot_core::redact::Redactor;
 
@@ -197,8 +197,8 @@ async fn execute_in_span(
                 Halt::Cancelled => "skipped: the run was cancelled",
             };
             let (state, log) = exec.skipped(index, step, message);
-            let finish = is_last.then(|| finish(&halt));
-            exec.write(vec![log], Some((index, state.clone())), finish)
+            let end = is_last.then(|| RunEnd::Finish(finish(&halt)));
+            exec.write(vec![log], vec![(StepKey::step(index), state.clone())], end)
                 .await?;
             states[index] = state;
             continue;
@@ -217,8 +217,8 @@ async fn execute_in_span(
             .instrument(span)
             .await?;
         if let Some(delay) = done.parked {
-            exec.write(vec![done.log], Some((index, done.state.clone())), None)
-                .await?;
+            let settled = vec![(StepKey::step(index), done.state.clone())];
+            exec.write(vec![done.log], settled, None).await?;
             states[index] = done.state;
             info!(
                 delay_ms = millis(delay),
@@ -244,9 +244,9 @@ async fn execute_in_span(
                 done.state.error.as_deref(),
             )));
         }
-        let finish = is_last.then(|| finish(&halt));
-        exec.write(vec![done.log], Some((index, done.state.clone())), finish)
-            .await?;
+        let end = is_last.then(|| RunEnd::Finish(finish(&halt)));
+        let settled = vec![(StepKey::step(index), done.state.clone())];
+        exec.write(vec![done.log], settled, end).await?;
         states[index] = done.state;
         last = Some(done.last);
     }
@@ -254,7 +254,8 @@ async fn execute_in_span(
     if last_pending.is_none() {
         // Nothing was left to run (an empty plan, or a resumed run whose steps all finished but
         // whose end was not written): write the end alone.
-        exec.write(Vec::new(), None, Some(finish(&halt))).await?;
+        let end = RunEnd::Finish(finish(&halt));
+        exec.write(Vec::new(), Vec::new(), Some(end)).await?;
     }
     let RunFinish { status, error } = finish(&halt);
     info!(status = status.as_str(), "run finished");
@@ -416,6 +417,21 @@ impl Executor<'_> {
             Value::Object(params)
         };
 
+        self.attempt_step(&current, before, params, made).await
+    }
+
+    /// The attempt loop of one step whose params are resolved: calls the provider, retries a
+    /// retryable error with backoff (or parks the run when the next attempt is far off), and
+    /// ends at success, a permanent error, the last attempt, a cancellation or the run's
+    /// deadline.
+    async fn attempt_step(
+        &mut self,
+        current: &Current<'_>,
+        before: &[Step],
+        params: Value,
+        made: u32,
+    ) -> Result<StepDone, EngineError> {
+        let (index, step) = (current.index, current.step);
         let attempt_timeout = step.timeout_ms.map_or(
             self.parts.config.default_step_timeout,
             Duration::from_millis,
@@ -473,11 +489,11 @@ impl Executor<'_> {
 
             let error = match outcome {
                 Attempt::Succeeded(output) => {
-                    return Ok(self.succeeded(&current, attempt, latency, output, &redactor));
+                    return Ok(self.succeeded(current, attempt, latency, output, &redactor));
                 }
                 Attempt::RunTimedOut => {
                     let mut done = self.failed(
-                        &current,
+                        current,
                         attempt,
                         self.run_timeout_error(),
                         Some("the run timed out"),
@@ -524,7 +540,7 @@ impl Executor<'_> {
                                 ..StepDone::quiet(state, log)
                             });
                         }
-                        self.write(vec![log], None, None).await?;
+                        self.write(vec![log], Vec::new(), None).await?;
                         if !self.cancel.is_requested() {
                             tokio::time::sleep(delay).await;
                         }
@@ -549,7 +565,7 @@ impl Executor<'_> {
                     ),
                 }
             };
-            let mut done = self.failed(&current, attempt, error, Some(&summary));
+            let mut done = self.failed(current, attempt, error, Some(&summary));
             done.log.latency_ms = millis(latency);
             return Ok(done);
         }
@@ -853,16 +869,16 @@ impl Executor<'_> {
     async fn write(
         &mut self,
         logs: Vec<LogRecord>,
-        step: Option<(usize, StepState)>,
-        finish: Option<RunFinish>,
+        steps: Vec<(StepKey, StepState)>,
+        end: Option<RunEnd>,
     ) -> Result<(), EngineError> {
         let write = RunWrite {
             run_id: self.run_id.clone(),
             user_id: self.user_id.clone(),
             epoch: self.epoch,
             logs,
-            step,
-            finish,
+            steps,
+            end,
         };
         match self.parts.runs.write(write).await {
             Ok(ack) => {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
-use pilot_core::{CancelSignal, RunFinish, RunId, RunStatus, RunStore, RunWrite, UserId};
+use pilot_core::{CancelSignal, RunEnd, RunFinish, RunId, RunStatus, RunStore, RunWrite, UserId};
 use pilot_engine::{Engine, EngineError, RunOutcome};
 use pilot_storage::{ClaimedRun, Database, StorageError};
 use tokio::sync::watch;
@@ -127,11 +127,11 @@ async fn run_under_lease(ctx: &RunContext, claimed: ClaimedRun, claimed_at: Inst
                 user_id: user.clone(),
                 epoch,
                 logs: Vec::new(),
-                step: None,
-                finish: Some(RunFinish {
+                steps: Vec::new(),
+                end: Some(RunEnd::Finish(RunFinish {
                     status: RunStatus::Failed,
                     error: Some(format!("invalid run: {message}")),
-                }),
+                })),
             };
             match ctx.db.write(write).await {
                 Ok(_) => ctx.metrics.finished(RunStatus::Failed.as_str()),

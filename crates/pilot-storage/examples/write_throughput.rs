@@ -12,7 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pilot_core::{LogRecord, RunFinish, RunStatus, RunStore, RunWrite, StepState, StepStatus};
+use pilot_core::{
+    LogRecord, RunEnd, RunFinish, RunStatus, RunStore, RunWrite, StepKey, StepState, StepStatus,
+};
 use pilot_storage::testing::{Backend, TestDb};
 use pilot_storage::{Lease, NewRun};
 use serde_json::json;
@@ -98,8 +100,8 @@ async fn main() {
                     user_id: snap.user_id.clone(),
                     epoch: snap.epoch,
                     logs: vec![log],
-                    step: Some((i, state)),
-                    finish: None,
+                    steps: vec![(StepKey::step(i), state)],
+                    end: None,
                 })
                 .await
                 .unwrap();
@@ -109,11 +111,11 @@ async fn main() {
                 user_id: snap.user_id.clone(),
                 epoch: snap.epoch,
                 logs: vec![],
-                step: None,
-                finish: Some(RunFinish {
+                steps: Vec::new(),
+                end: Some(RunEnd::Finish(RunFinish {
                     status: RunStatus::Succeeded,
                     error: None,
-                }),
+                })),
             })
             .await
             .unwrap();

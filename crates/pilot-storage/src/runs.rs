@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use pilot_core::{
-    CancelSignal, PlanId, RunId, RunSnapshot, RunStatus, RunWrite, ScheduleId, Step, StepState,
-    StepStatus, TriggerKind, UserId, WriteAck,
+    CancelSignal, PlanId, RunEnd, RunId, RunSnapshot, RunStatus, RunWrite, ScheduleId, Step,
+    StepState, StepStatus, TriggerKind, UserId, WriteAck,
 };
 use serde_json::Value;
 
@@ -18,7 +18,6 @@ use crate::conn::{DbConn, Mode, Scope, set_scope, transaction};
 use crate::page::{Page, PageRequest, paginate};
 use crate::schema::{execution_logs, run_steps, runs};
 use crate::time::{db_now, now, to_naive, to_utc};
-use crate::writer::NewRunJob;
 use crate::{Database, StorageError};
 
 /// What a new run executes and why.
@@ -538,6 +537,20 @@ fn fence_failure(conn: &mut DbConn, user: &UserId, id: &RunId) -> StorageError {
     }
 }
 
+/// A run row for the group-commit writer to insert (runs are described here, and the writer
+/// applies them: the dependency goes one way).
+pub(crate) struct NewRunJob {
+    /// Its owner (the transaction's scope while it is inserted).
+    pub(crate) user: UserId,
+    /// The row, stamped with the application clock.
+    pub(crate) record: Box<RunRecord>,
+    /// `Some(ttl)` for a run started under a lease: on PostgreSQL its times are restamped from
+    /// the database clock, as every lease is.
+    pub(crate) lease_ttl: Option<Duration>,
+    /// Tell listening workers at commit (a queued run).
+    pub(crate) notify: bool,
+}
+
 /// Applies one engine write inside an open transaction whose scope is the write's user (the
 /// group-commit writer sets it once per run of same-user writes): the fenced run update first
 /// (so a stale write changes nothing), then the step state, then the log rows.
@@ -555,8 +568,9 @@ pub(crate) fn apply_write(conn: &mut DbConn, write: &RunWrite) -> Result<WriteAc
         Arg::BigInt(write.epoch),
         Arg::Text(running),
     ];
-    let update: Fixed<'_, Returned> = match &write.finish {
-        Some(finish) => {
+    let parked = matches!(write.end, Some(RunEnd::Park { .. }));
+    let update: Fixed<'_, Returned> = match &write.end {
+        Some(RunEnd::Finish(finish)) => {
             if !finish.status.is_terminal() {
                 return Err(StorageError::InvalidInput(
                     "a run can only finish with a terminal status".to_owned(),
@@ -571,6 +585,17 @@ pub(crate) fn apply_write(conn: &mut DbConn, write: &RunWrite) -> Result<WriteAc
             args.extend(fence);
             Fixed::new(FINISH_RUN_SQL, args)
         }
+        Some(RunEnd::Park { resume_after }) => {
+            // Claims compare `available_at` with the database's clock: compute it from there.
+            let until = lease_end(db_now(conn)?, *resume_after)?;
+            let mut args = vec![
+                Arg::Text(RunStatus::Queued.as_str()),
+                Arg::Time(until),
+                Arg::Time(at),
+            ];
+            args.extend(fence);
+            Fixed::new(PARK_RUN_SQL, args)
+        }
         None => {
             let mut args = vec![Arg::Time(at)];
             args.extend(fence);
@@ -584,13 +609,19 @@ pub(crate) fn apply_write(conn: &mut DbConn, write: &RunWrite) -> Result<WriteAc
     let Some((cancel_requested, step_count)) = fenced else {
         return Err(fence_failure(conn, &write.user_id, &write.run_id));
     };
-    if let Some((index, state)) = &write.step {
-        let index = i32::try_from(*index)
+    for (key, state) in &write.steps {
+        if key.item.is_some() {
+            return Err(StorageError::InvalidInput(
+                "per-item step states are not stored by this version".to_owned(),
+            ));
+        }
+        let index = i32::try_from(key.index)
             .ok()
             .filter(|i| *i < step_count)
             .ok_or_else(|| {
                 StorageError::InvalidInput(format!(
-                    "step index {index} is out of range for this run"
+                    "step index {} is out of range for this run",
+                    key.index
                 ))
             })?;
         let r = StepRecord::new(&write.run_id, &write.user_id, index, state)?;
@@ -614,6 +645,9 @@ pub(crate) fn apply_write(conn: &mut DbConn, write: &RunWrite) -> Result<WriteAc
             ],
         );
         execute_fixed(conn, upsert)?;
+    }
+    if parked {
+        notify_runs(conn)?;
     }
     let rows: Vec<LogInsert> = write
         .logs
@@ -773,6 +807,13 @@ const UPDATE_RUN_SQL: &str = "UPDATE runs SET updated_at = ? \
 /// The fenced run update of the write that ends the run.
 const FINISH_RUN_SQL: &str = "UPDATE runs SET status = ?, error = ?, finished_at = ?, \
      lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
+     WHERE id = ? AND user_id = ? AND lease_epoch = ? AND status = ? \
+     RETURNING cancel_requested, step_count";
+
+/// The fenced run update of the write that parks the run: back to the queue, lease given up,
+/// claimable at `available_at`.
+const PARK_RUN_SQL: &str = "UPDATE runs SET status = ?, available_at = ?, lease_owner = NULL, \
+     lease_expires_at = NULL, updated_at = ? \
      WHERE id = ? AND user_id = ? AND lease_epoch = ? AND status = ? \
      RETURNING cancel_requested, step_count";
 

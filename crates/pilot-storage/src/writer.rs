@@ -19,28 +19,14 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use pilot_core::{RunWrite, UserId, WriteAck};
 use tokio::sync::oneshot;
 
 use crate::StorageError;
 use crate::conn::{DbConn, Mode, Pool, Scope, set_scope, transaction};
-use crate::runs::{RunRecord, apply_write, insert_run, notify_runs, restamp_lease};
+use crate::runs::{NewRunJob, RunRecord, apply_write, insert_run, notify_runs, restamp_lease};
 use crate::time::db_now;
-
-/// A run row to insert.
-pub(crate) struct NewRunJob {
-    /// Its owner (the transaction's scope while it is inserted).
-    pub(crate) user: UserId,
-    /// The row, stamped with the application clock.
-    pub(crate) record: Box<RunRecord>,
-    /// `Some(ttl)` for a run started under a lease: on PostgreSQL its times are restamped from
-    /// the database clock, as every lease is.
-    pub(crate) lease_ttl: Option<Duration>,
-    /// Tell listening workers at commit (a queued run).
-    pub(crate) notify: bool,
-}
 
 enum Job {
     Write {

@@ -202,7 +202,7 @@ impl RunStore for MeteredRunStore {
             .iter()
             .map(|l| (l.provider.clone(), l.status.clone(), l.latency_ms))
             .collect();
-        let finished = write.finish.as_ref().map(|f| f.status);
+        let finished = write.finished_status();
         let ack = self.inner.write(write).await?;
         for (provider, status, latency_ms) in &attempts {
             self.metrics.record_attempt(provider, status, *latency_ms);
@@ -217,7 +217,7 @@ impl RunStore for MeteredRunStore {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use pilot_core::{LogRecord, MemoryStore, RunFinish, RunId, RunStatus, UserId};
+    use pilot_core::{LogRecord, MemoryStore, RunEnd, RunFinish, RunId, RunStatus, UserId};
 
     use super::*;
 
@@ -265,11 +265,11 @@ mod tests {
                 user_id: UserId::from("secret-user-id"),
                 epoch: 1,
                 logs: vec![log("webhook", "failed"), log("webhook", "succeeded")],
-                step: None,
-                finish: Some(RunFinish {
+                steps: Vec::new(),
+                end: Some(RunEnd::Finish(RunFinish {
                     status: RunStatus::Succeeded,
                     error: None,
-                }),
+                })),
             })
             .await
             .unwrap();

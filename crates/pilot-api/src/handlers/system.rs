@@ -31,9 +31,14 @@ pub(crate) async fn ready(state: Data<AppState>) -> Result<HttpResponse, ApiErro
     }
 }
 
+/// The OpenAPI document, generated from the route table and handed to the app by the crate
+/// root (`pilot_api::config`), so no handler imports the generator that reads the table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenApiDocument(pub(crate) &'static serde_json::Value);
+
 /// `GET /api/openapi.json`: the OpenAPI document generated from the route table.
-pub(crate) async fn openapi() -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(crate::openapi::document()))
+pub(crate) async fn openapi(document: Data<OpenApiDocument>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(document.0))
 }
 
 /// `GET /metrics`: Prometheus metrics (OpenMetrics text). The queue depth is sampled now; when

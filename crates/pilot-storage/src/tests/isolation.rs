@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use pilot_core::{
-    CredentialKind, CredentialStore, Integration, RunStore, RunWrite, Secret, StepState, StoreError,
+    CredentialKind, CredentialStore, Integration, RunStore, RunWrite, Secret, StepKey, StepState,
+    StoreError,
 };
 
 use super::{log, new_plan, new_run, on_both_backends, user};
@@ -45,8 +46,8 @@ async fn user_a_cannot_touch_user_b(t: &TestDb) {
         user_id: b.clone(),
         epoch: b_running.epoch,
         logs: vec![log(&b_running.run_id, &b, Some(&b_plan.id), 0, 1)],
-        step: Some((0, StepState::pending("one"))),
-        finish: None,
+        steps: vec![(StepKey::step(0), StepState::pending("one"))],
+        end: None,
     })
     .await
     .unwrap();
@@ -134,11 +135,11 @@ async fn user_a_cannot_touch_user_b(t: &TestDb) {
         user_id: a.clone(),
         epoch: b_running.epoch,
         logs: vec![log(&b_running.run_id, &a, None, 0, 9)],
-        step: Some((1, StepState::pending("two"))),
-        finish: Some(pilot_core::RunFinish {
+        steps: vec![(StepKey::step(1), StepState::pending("two"))],
+        end: Some(pilot_core::RunEnd::Finish(pilot_core::RunFinish {
             status: pilot_core::RunStatus::Failed,
             error: Some("x".into()),
-        }),
+        })),
     };
     assert!(matches!(db.write(forged).await, Err(StoreError::NotFound)));
 

@@ -43,7 +43,7 @@ fn connect(url: &str) -> DbConn {
 
 /// B owns a row in every table; returns (A, B).
 async fn populate(t: &TestDb) -> (pilot_core::UserId, pilot_core::UserId) {
-    use pilot_core::{CredentialKind, Integration, RunStore, RunWrite, Secret, StepState};
+    use pilot_core::{CredentialKind, Integration, RunStore, RunWrite, Secret, StepKey, StepState};
     let db = t.db();
     let a = user(db, "alice").await;
     let b = user(db, "bob").await;
@@ -62,8 +62,8 @@ async fn populate(t: &TestDb) -> (pilot_core::UserId, pilot_core::UserId) {
         user_id: b.clone(),
         epoch: run.epoch,
         logs: vec![super::log(&run.run_id, &b, Some(&plan.id), 0, 1)],
-        step: Some((0, StepState::pending("one"))),
-        finish: None,
+        steps: vec![(StepKey::step(0), StepState::pending("one"))],
+        end: None,
     })
     .await
     .unwrap();

@@ -122,8 +122,8 @@ async fn runs_and_logs(t: &TestDb) {
         user_id: u.clone(),
         epoch: 1,
         logs: vec![super::log(&snapshot.run_id, &u, Some(&plan.id), 0, 1)],
-        step: None,
-        finish: None,
+        steps: Vec::new(),
+        end: None,
     };
     pilot_core::RunStore::write(db, write.clone())
         .await
@@ -143,7 +143,7 @@ async fn runs_and_logs(t: &TestDb) {
         finished_at: Some(Utc.with_ymd_and_hms(2025, 5, 6, 7, 8, 10).unwrap()),
     };
     let step_write = pilot_core::RunWrite {
-        step: Some((1, state.clone())),
+        steps: vec![(pilot_core::StepKey::step(1), state.clone())],
         logs: vec![],
         ..write.clone()
     };

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use pilot_core::{
-    RunFinish, RunStatus, RunStore, RunWrite, StepState, StepStatus, StoreError, UserId, WriteAck,
+    RunEnd, RunFinish, RunStatus, RunStore, RunWrite, StepKey, StepState, StepStatus, StoreError,
+    UserId, WriteAck,
 };
 use serde_json::json;
 
@@ -25,6 +26,7 @@ on_both_backends!(
     a_lease_past_the_calendar_is_refused,
     claims_take_turns_between_users,
     a_parked_run_waits_for_its_time,
+    a_write_parks_the_run_with_its_step_states,
     the_per_user_cap_holds_across_claims,
     an_export_pages_through_every_users_runs_with_steps_and_logs,
 );
@@ -65,8 +67,8 @@ fn write(run: &pilot_core::RunSnapshot, epoch: i64) -> RunWrite {
         user_id: run.user_id.clone(),
         epoch,
         logs: vec![],
-        step: None,
-        finish: None,
+        steps: Vec::new(),
+        end: None,
     }
 }
 
@@ -104,7 +106,7 @@ async fn halfway_run_resumes_without_finished_steps(t: &TestDb) {
     );
     for (i, id) in ["a", "b"].iter().enumerate() {
         let mut w = write(&run, run.epoch);
-        w.step = Some((i, done(id, json!({"step": id, "n": i}))));
+        w.steps = vec![(StepKey::step(i), done(id, json!({"step": id, "n": i})))];
         w.logs = vec![log(
             &run.run_id,
             &u,
@@ -155,11 +157,11 @@ async fn halfway_run_resumes_without_finished_steps(t: &TestDb) {
     assert_eq!(first_unfinished, Some(2));
     // The new owner finishes it.
     let mut w = write(snap, snap.epoch);
-    w.step = Some((2, done("c", json!(3))));
-    w.finish = Some(RunFinish {
+    w.steps = vec![(StepKey::step(2), done("c", json!(3)))];
+    w.end = Some(RunEnd::Finish(RunFinish {
         status: RunStatus::Succeeded,
         error: None,
-    });
+    }));
     db.write(w).await.unwrap();
     let row = db.run_by_id(&u, &run.run_id).await.unwrap().unwrap();
     assert_eq!(row.status, RunStatus::Succeeded);
@@ -197,11 +199,11 @@ async fn stale_epoch_changes_nothing(t: &TestDb) {
     // The old owner (epoch 1) tries every kind of write.
     let mut stale = write(&run, 1);
     stale.logs = vec![log(&run.run_id, &u, None, 0, 1)];
-    stale.step = Some((0, done("a", json!("stale"))));
-    stale.finish = Some(RunFinish {
+    stale.steps = vec![(StepKey::step(0), done("a", json!("stale")))];
+    stale.end = Some(RunEnd::Finish(RunFinish {
         status: RunStatus::Failed,
         error: Some("stale".into()),
-    });
+    }));
     assert!(matches!(db.write(stale).await, Err(StoreError::StaleEpoch)));
     assert!(matches!(
         db.heartbeat(&u, &run.run_id, 1, Duration::from_secs(60))
@@ -224,10 +226,10 @@ async fn stale_epoch_changes_nothing(t: &TestDb) {
 
     // The current owner can write; a write after the run finished is stale too.
     let mut fine = write(&taken.snapshot, 2);
-    fine.finish = Some(RunFinish {
+    fine.end = Some(RunEnd::Finish(RunFinish {
         status: RunStatus::Succeeded,
         error: None,
-    });
+    }));
     db.write(fine.clone()).await.unwrap();
     assert!(matches!(db.write(fine).await, Err(StoreError::StaleEpoch)));
     // An unknown run is not found.
@@ -276,8 +278,8 @@ async fn takeover_cap_fails_the_run(t: &TestDb) {
         user_id: u.clone(),
         epoch: 3,
         logs: vec![],
-        step: None,
-        finish: None,
+        steps: Vec::new(),
+        end: None,
     };
     assert!(matches!(db.write(stale).await, Err(StoreError::StaleEpoch)));
 }
@@ -336,10 +338,10 @@ async fn cancel_queued_running_and_finished(t: &TestDb) {
             .cancel_requested
     );
     let mut end = write(&running, running.epoch);
-    end.finish = Some(RunFinish {
+    end.end = Some(RunEnd::Finish(RunFinish {
         status: RunStatus::Cancelled,
         error: None,
-    });
+    }));
     db.write(end).await.unwrap();
     assert_eq!(
         db.run_by_id(&u, &running.run_id)
@@ -473,13 +475,16 @@ async fn group_commit_loses_nothing(t: &TestDb) {
             let mut stale_rejected = 0;
             for i in 0..WRITES {
                 let mut w = write(&run, run.epoch);
-                w.step = Some((i, done(&format!("s{i}"), json!({"task": n, "i": i}))));
+                w.steps = vec![(
+                    StepKey::step(i),
+                    done(&format!("s{i}"), json!({"task": n, "i": i})),
+                )];
                 w.logs = vec![log(&run.run_id, &u, None, u32::try_from(i).unwrap(), 1)];
                 if i + 1 == WRITES {
-                    w.finish = Some(RunFinish {
+                    w.end = Some(RunEnd::Finish(RunFinish {
                         status: RunStatus::Succeeded,
                         error: None,
-                    });
+                    }));
                 }
                 db.write(w).await.unwrap();
                 // Interleave a stale write from a "lost" worker: rejected, alone.
@@ -550,7 +555,10 @@ async fn a_bad_write_does_not_fail_its_batch(t: &TestDb) {
         let mut w = write(run, run.epoch);
         w.logs = vec![log(&run.run_id, &u, None, 0, 1)];
         // Every fourth write names a step the run does not have.
-        w.step = Some((if n % 4 == 0 { 5 } else { 0 }, done("a", json!(n))));
+        w.steps = vec![(
+            StepKey::step(if n % 4 == 0 { 5 } else { 0 }),
+            done("a", json!(n)),
+        )];
         tasks.push(tokio::spawn(async move { db.write(w).await }));
     }
     let mut bad = 0;
@@ -680,6 +688,65 @@ async fn a_parked_run_waits_for_its_time(t: &TestDb) {
     assert_eq!(again[0].snapshot.epoch, first.snapshot.epoch + 1);
 }
 
+async fn a_write_parks_the_run_with_its_step_states(t: &TestDb) {
+    let db = t.db();
+    let u = user(db, "u").await;
+    db.enqueue_run(&u, &new_run(None, &["a", "b"]))
+        .await
+        .unwrap();
+    let first = db
+        .claim_runs(&claim("w1", 10, Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .claimed
+        .remove(0);
+    let run = &first.snapshot;
+    // A per-item state has nowhere to go yet: refused, and the run is unchanged.
+    let mut per_item = write(run, run.epoch);
+    per_item.steps = vec![(
+        StepKey {
+            index: 0,
+            item: Some(0),
+        },
+        done("a", json!(1)),
+    )];
+    let refused = db.write(per_item).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Conflict(ref m) if m.contains("per-item")),
+        "{refused:?}"
+    );
+    // Both step states and the parking land in one write.
+    let mut park = write(run, run.epoch);
+    park.steps = vec![
+        (StepKey::step(0), done("a", json!(1))),
+        (StepKey::step(1), done("b", json!(2))),
+    ];
+    park.end = Some(RunEnd::Park {
+        resume_after: Duration::from_secs(60),
+    });
+    db.write(park).await.unwrap();
+    let row = db.run_by_id(&u, &run.run_id).await.unwrap().unwrap();
+    assert_eq!(row.status, RunStatus::Queued);
+    assert_eq!(row.lease_owner, None);
+    assert_eq!(row.finished_at, None);
+    let outputs: Vec<_> = row.states.iter().map(|s| s.output.clone()).collect();
+    assert_eq!(outputs, vec![Some(json!(1)), Some(json!(2))]);
+    let info = db.wake_info().await.unwrap();
+    assert_eq!(
+        info.queued, 0,
+        "a parked run is not claimable before its time"
+    );
+    let due = info.next_available.unwrap();
+    assert!(
+        due > info.db_now + chrono::Duration::seconds(59),
+        "{due} vs {}",
+        info.db_now
+    );
+    // The lease is given up: the old epoch can write nothing more.
+    let late = write(run, run.epoch);
+    assert!(matches!(db.write(late).await, Err(StoreError::StaleEpoch)));
+}
+
 async fn the_per_user_cap_holds_across_claims(t: &TestDb) {
     let db = t.db();
     let busy = user(db, "busy").await;
@@ -702,10 +769,10 @@ async fn the_per_user_cap_holds_across_claims(t: &TestDb) {
     assert!(second.is_empty(), "{} claimed over the cap", second.len());
     let done = first.iter().find(|c| c.snapshot.user_id == busy).unwrap();
     let mut end = write(&done.snapshot, done.snapshot.epoch);
-    end.finish = Some(RunFinish {
+    end.end = Some(RunEnd::Finish(RunFinish {
         status: RunStatus::Succeeded,
         error: None,
-    });
+    }));
     db.write(end).await.unwrap();
     let third = db.claim_runs(&capped("w2")).await.unwrap().claimed;
     assert_eq!(of(&third, &busy), 1, "one slot freed, one more run");
@@ -734,7 +801,7 @@ async fn an_export_pages_through_every_users_runs_with_steps_and_logs(t: &TestDb
         0,
         1,
     )];
-    step_write.step = Some((0, done("x", json!({"ok": 1}))));
+    step_write.steps = vec![(StepKey::step(0), done("x", json!({"ok": 1})))];
     db.write(step_write).await.unwrap();
 
     let mut seen = Vec::new();
