@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use pilot_core::{PlanId, RunId, RunStatus, ScheduleId, Step, TriggerKind, UserId};
+use pilot_core::{PlanId, RunId, RunStatus, ScheduleId, TriggerKind, UserId};
 
 use crate::conn::{DbConn, Mode, Scope, set_scope, transaction};
 use crate::runs::{NewRun, RunRecord};
@@ -304,38 +304,36 @@ where
                 )
                 .execute(conn)?;
             }
-            Some((plan_name, plan_json, _)) => {
-                match serde_json::from_str::<Vec<Step>>(&plan_json) {
-                    Err(e) => {
-                        tracing::error!(schedule_id = %row.id, error = %e, "the plan's steps do not decode; ticks dropped");
-                        report.orphaned += decision.fires.len();
-                    }
-                    Ok(steps) => {
-                        for tick in &decision.fires {
-                            let run = NewRun {
-                                plan_id: Some(row.plan_id.clone()),
-                                plan_name: plan_name.clone(),
-                                steps: steps.clone(),
-                                input: serde_json::Value::Null,
-                                trigger: TriggerKind::Schedule,
-                                schedule_id: Some(row.id.clone()),
-                                scheduled_for: Some(*tick),
-                            };
-                            let record = RunRecord::new(&user, &run, None)?;
-                            if insert_unless_fired(conn, &record)? {
-                                last_run_id = Some(record.id.clone());
-                                report.fired.push(FiredRun {
-                                    run_id: RunId(record.id.clone()),
-                                    schedule_id: row.id.clone(),
-                                    scheduled_for: *tick,
-                                });
-                            } else {
-                                report.duplicates += 1;
-                            }
+            Some((plan_name, plan_json, _)) => match crate::stored::decode_steps(&plan_json) {
+                Err(e) => {
+                    tracing::error!(schedule_id = %row.id, error = %e, "the plan's steps do not decode; ticks dropped");
+                    report.orphaned += decision.fires.len();
+                }
+                Ok(steps) => {
+                    for tick in &decision.fires {
+                        let run = NewRun {
+                            plan_id: Some(row.plan_id.clone()),
+                            plan_name: plan_name.clone(),
+                            steps: steps.clone(),
+                            input: serde_json::Value::Null,
+                            trigger: TriggerKind::Schedule,
+                            schedule_id: Some(row.id.clone()),
+                            scheduled_for: Some(*tick),
+                        };
+                        let record = RunRecord::new(&user, &run, None)?;
+                        if insert_unless_fired(conn, &record)? {
+                            last_run_id = Some(record.id.clone());
+                            report.fired.push(FiredRun {
+                                run_id: RunId(record.id.clone()),
+                                schedule_id: row.id.clone(),
+                                scheduled_for: *tick,
+                            });
+                        } else {
+                            report.duplicates += 1;
                         }
                     }
                 }
-            }
+            },
         }
     }
 

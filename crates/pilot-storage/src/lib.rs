@@ -19,6 +19,7 @@ mod runs;
 mod schedules;
 mod schema;
 mod store;
+mod stored;
 mod time;
 mod users;
 mod writer;

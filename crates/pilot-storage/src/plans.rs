@@ -75,7 +75,7 @@ impl PlanRecord {
             user_id: user.0.clone(),
             name: plan.name.clone(),
             original_prompt: plan.original_prompt.clone(),
-            plan_json: serde_json::to_string(&plan.steps)?,
+            plan_json: crate::stored::encode_steps(&plan.steps)?,
             plain_english_steps: serde_json::to_string(&plan.plain_english_steps)?,
             required_providers: serde_json::to_string(&plan.required_providers)?,
             trigger_json: plan
@@ -96,7 +96,7 @@ impl PlanRecord {
             plan: NewPlan {
                 name: self.name,
                 original_prompt: self.original_prompt,
-                steps: serde_json::from_str(&self.plan_json)?,
+                steps: crate::stored::decode_steps(&self.plan_json)?,
                 plain_english_steps: serde_json::from_str(&self.plain_english_steps)?,
                 required_providers: serde_json::from_str(&self.required_providers)?,
                 trigger: self

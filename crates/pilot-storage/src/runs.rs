@@ -312,7 +312,7 @@ impl RunRecord {
             user_id: user.0.clone(),
             plan_id: run.plan_id.as_ref().map(|p| p.0.clone()),
             plan_name: run.plan_name.clone(),
-            steps_json: serde_json::to_string(&run.steps)?,
+            steps_json: crate::stored::encode_steps(&run.steps)?,
             step_count,
             trigger_kind: run.trigger.as_str().to_owned(),
             schedule_id: run.schedule_id.as_ref().map(|s| s.0.clone()),
@@ -501,7 +501,7 @@ fn load_runs(conn: &mut DbConn, records: Vec<RunRecord>) -> Result<Vec<RunRow>, 
                     *slot = Some(state);
                 }
             }
-            let steps: Vec<Step> = serde_json::from_str(&r.steps_json)?;
+            let steps: Vec<Step> = crate::stored::decode_steps(&r.steps_json)?;
             let states = states
                 .into_iter()
                 .zip(steps.iter())
@@ -1125,7 +1125,7 @@ impl Database {
                     let row = if record.lease_epoch == 1 {
                         // Its first lease: no executor ever held it, so it has no step rows
                         // (a write needs a running run's epoch), and the query is skipped.
-                        let steps: Vec<Step> = serde_json::from_str(&record.steps_json)?;
+                        let steps: Vec<Step> = crate::stored::decode_steps(&record.steps_json)?;
                         let states = pending_states(&steps);
                         record.into_row(steps, states)?
                     } else {

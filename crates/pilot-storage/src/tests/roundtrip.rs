@@ -15,7 +15,8 @@ on_both_backends!(
     runs_and_logs,
     credentials_and_integrations,
     schedules_and_hooks,
-    pagination
+    pagination,
+    rows_of_the_first_release_read_back
 );
 
 async fn users_and_tokens(t: &TestDb) {
@@ -499,4 +500,75 @@ async fn an_unreachable_database_is_unavailable_with_the_real_reason() {
         crate::Database::open(&bad).await,
         Err(StorageError::Config(_))
     ));
+}
+
+/// Plans and runs whose steps were stored by the first release (a bare JSON array, before the
+/// stored form had a version) read back as they were written; rows written now carry `v`.
+async fn rows_of_the_first_release_read_back(t: &TestDb) {
+    #[derive(diesel::QueryableByName)]
+    struct Text {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        text: String,
+    }
+    let db = t.db();
+    let u = user(db, "u").await;
+    let plan = db
+        .create_plan(&u, &new_plan("p", &["a", "b"]))
+        .await
+        .unwrap();
+    let run = db
+        .enqueue_run(&u, &new_run(Some(&plan.id), &["a", "b"]))
+        .await
+        .unwrap();
+    let mut conn = super::raw(t);
+    let read = |conn: &mut crate::conn::DbConn, sql: &str| -> String {
+        let rows: Vec<Text> = diesel::RunQueryDsl::load(diesel::sql_query(sql), conn).unwrap();
+        rows.into_iter().next().unwrap().text
+    };
+    let plan_sql = format!(
+        "SELECT plan_json AS text FROM execution_plans WHERE id = '{}'",
+        plan.id
+    );
+    let run_sql = format!(
+        "SELECT steps_json AS text FROM runs WHERE id = '{}'",
+        run.id
+    );
+    assert!(read(&mut conn, &plan_sql).starts_with(r#"{"v":1,"steps":["#));
+    assert!(read(&mut conn, &run_sql).starts_with(r#"{"v":1,"steps":["#));
+
+    // What the first release wrote: `serde_json::to_string(&steps)` of pilot-core's steps.
+    let old = serde_json::to_string(&plan.plan.steps)
+        .unwrap()
+        .replace('\'', "''");
+    assert!(old.starts_with('['));
+    super::exec(
+        &mut conn,
+        &format!(
+            "UPDATE execution_plans SET plan_json = '{old}' WHERE id = '{}'",
+            plan.id
+        ),
+    );
+    super::exec(
+        &mut conn,
+        &format!(
+            "UPDATE runs SET steps_json = '{old}' WHERE id = '{}'",
+            run.id
+        ),
+    );
+    let again = db.plan(&u, &plan.id).await.unwrap().unwrap();
+    assert_eq!(again.plan.steps, plan.plan.steps);
+    let row = db.run_by_id(&u, &run.id).await.unwrap().unwrap();
+    assert_eq!(row.steps, plan.plan.steps);
+    let claimed = db
+        .claim_runs(&crate::ClaimRequest {
+            owner: "w".to_owned(),
+            limit: 1,
+            ttl: std::time::Duration::from_secs(30),
+            max_takeovers: 1,
+            max_running_per_user: 0,
+        })
+        .await
+        .unwrap()
+        .claimed;
+    assert_eq!(claimed[0].snapshot.steps, plan.plan.steps);
 }
