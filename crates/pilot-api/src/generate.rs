@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::handlers::plans::{self, PlanInput};
+use crate::wire::{StepBody, TriggerBody};
 use crate::{ApiError, AppState};
 
 /// The providers a plan can be generated with (each must be registered and have `chat`).
@@ -94,12 +95,12 @@ pub(crate) struct DraftPlan {
     /// The caller's prompt, kept with the plan when it is saved.
     pub(crate) original_prompt: String,
     /// The validated steps.
-    pub(crate) steps: Vec<Step>,
+    pub(crate) steps: Vec<StepBody>,
     /// One sentence per step, written by Pilot from the step and its action's description.
     pub(crate) plain_english_steps: Vec<String>,
     /// The suggested trigger, when the model proposed a usable one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) trigger: Option<Trigger>,
+    pub(crate) trigger: Option<TriggerBody>,
 }
 
 /// A provider the plan needs a credential for, which the caller has not stored.
@@ -505,9 +506,9 @@ async fn finish(
         plan: DraftPlan {
             name: valid.name,
             original_prompt: request.prompt.to_owned(),
-            steps: valid.steps,
+            steps: crate::wire::steps_out(valid.steps),
             plain_english_steps,
-            trigger: suggestion.trigger,
+            trigger: suggestion.trigger.map(TriggerBody::from),
         },
         required_providers: valid.required_providers,
         missing_credentials,
@@ -548,8 +549,8 @@ pub(crate) fn suggest_trigger(
         }],
         ..Suggestion::default()
     };
-    let trigger: Trigger = match serde_json::from_value(raw.clone()) {
-        Ok(trigger) => trigger,
+    let trigger: Trigger = match serde_json::from_value::<TriggerBody>(raw.clone()) {
+        Ok(trigger) => trigger.into(),
         Err(e) => {
             return dropped(
                 "trigger",

@@ -9,6 +9,7 @@ mod routes;
 mod server;
 mod state;
 mod throttle;
+mod wire;
 
 pub use error::ApiError;
 

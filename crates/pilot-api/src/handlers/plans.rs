@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::extract::{Body, Caller, NoBody, Query, path_id};
 use crate::handlers::{PageView, caller_plan, check_line, check_text, deleted, list_page};
+use crate::wire::{StepBody, TriggerBody, steps_in, steps_out, strict_trigger};
 use crate::{ApiError, AppState};
 
 /// The body of `POST /api/plans` and `PUT /api/plans/{id}`.
@@ -21,11 +22,11 @@ pub(crate) struct PlanInput {
     name: String,
     #[serde(default)]
     original_prompt: Option<String>,
-    steps: Vec<Step>,
+    steps: Vec<StepBody>,
     #[serde(default)]
     plain_english_steps: Option<Vec<String>>,
     #[serde(default, deserialize_with = "strict_trigger")]
-    trigger: Option<Trigger>,
+    trigger: Option<TriggerBody>,
     #[serde(default)]
     status: Option<String>,
     /// What `GET /api/plans/{id}` shows besides the plan, so its answer can be sent back as it
@@ -43,38 +44,6 @@ pub(crate) struct PlanInput {
     _updated_at: Option<serde::de::IgnoredAny>,
 }
 
-/// Reads a trigger refusing unknown members. `Trigger` is an internally tagged enum, and serde
-/// ignores `deny_unknown_fields` for its unit variants (`{"type": "webhook", "cron": "..."}`
-/// would be accepted and the `cron` silently dropped), so the members are checked here first.
-fn strict_trigger<'de, D>(deserializer: D) -> Result<Option<Trigger>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    use serde::de::Error as _;
-    let Some(value) = Option::<serde_json::Value>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    if let Some(members) = value.as_object() {
-        let allowed: &[&str] = match members.get("type").and_then(serde_json::Value::as_str) {
-            Some("cron") => &["type", "cron", "timezone"],
-            _ => &["type"],
-        };
-        if let Some(unknown) = members.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(D::Error::custom(format!(
-                "unknown field `{unknown}`, expected one of {}",
-                allowed
-                    .iter()
-                    .map(|a| format!("`{a}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
-    serde_json::from_value(value)
-        .map(Some)
-        .map_err(D::Error::custom)
-}
-
 /// The statuses a plan may have.
 pub(crate) const PLAN_STATUSES: [&str; 3] = ["active", "paused", "draft"];
 
@@ -84,10 +53,10 @@ pub(crate) struct PlanView {
     id: PlanId,
     name: String,
     original_prompt: Option<String>,
-    steps: Vec<Step>,
+    steps: Vec<StepBody>,
     plain_english_steps: Vec<String>,
     required_providers: Vec<String>,
-    trigger: Option<Trigger>,
+    trigger: Option<TriggerBody>,
     /// With a cron trigger: its next 5 fire times (empty otherwise, and while paused).
     next_fires: Vec<String>,
     status: String,
@@ -104,11 +73,11 @@ impl From<PlanRow> for PlanView {
             id: row.id,
             name: row.plan.name,
             original_prompt: row.plan.original_prompt,
-            steps: row.plan.steps,
+            steps: steps_out(row.plan.steps),
             plain_english_steps: row.plan.plain_english_steps,
             required_providers: row.plan.required_providers,
             next_fires: next_fires(row.plan.trigger.as_ref(), &row.plan.status),
-            trigger: row.plan.trigger,
+            trigger: row.plan.trigger.map(TriggerBody::from),
             status: row.plan.status,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -176,7 +145,8 @@ pub(crate) fn prepare(state: &AppState, input: PlanInput) -> Result<NewPlan, Api
             format!("must be one of {}", PLAN_STATUSES.join(", ")),
         ));
     }
-    if let Some(Trigger::Cron { cron, timezone }) = &input.trigger {
+    let trigger = input.trigger.map(Trigger::from);
+    if let Some(Trigger::Cron { cron, timezone }) = &trigger {
         CronSchedule::parse(cron, timezone.as_deref().unwrap_or("UTC")).map_err(|e| {
             let field = match e {
                 pilot_cron::CronError::UnknownTimeZone(_) => "trigger.timezone",
@@ -187,7 +157,7 @@ pub(crate) fn prepare(state: &AppState, input: PlanInput) -> Result<NewPlan, Api
     }
     let plan = Plan {
         name: input.name.trim().to_owned(),
-        steps: input.steps,
+        steps: steps_in(input.steps),
     };
     if let Err(errors) = validate_plan(&plan, &state.catalogue()) {
         let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
@@ -218,7 +188,7 @@ pub(crate) fn prepare(state: &AppState, input: PlanInput) -> Result<NewPlan, Api
         original_prompt: input.original_prompt,
         steps: plan.steps,
         plain_english_steps,
-        trigger: input.trigger,
+        trigger,
         status,
     })
 }

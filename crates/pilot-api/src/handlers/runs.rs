@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::extract::{Body, Caller, NoBody, Query, check_content_type, is_id, parse_json, path_id};
 use crate::handlers::PageView;
+use crate::wire::{PlanBody, RetryBody};
 use crate::{ApiError, AppState};
 
 /// The body of `POST /api/execute`.
@@ -31,7 +32,7 @@ pub(crate) struct ExecuteRequest {
     #[serde(default)]
     plan_id: Option<String>,
     #[serde(default)]
-    plan: Option<Plan>,
+    plan: Option<PlanBody>,
     #[serde(default)]
     input: Option<Value>,
     #[serde(default, rename = "async")]
@@ -49,7 +50,7 @@ pub(crate) struct ExecuteStepRequest {
     #[serde(default)]
     params: Map<String, Value>,
     #[serde(default)]
-    retry: Option<RetryPolicy>,
+    retry: Option<RetryBody>,
     #[serde(default)]
     timeout_ms: Option<u64>,
     #[serde(default)]
@@ -193,6 +194,7 @@ pub(crate) async fn execute(
                 .await?
         }
         (None, Some(plan)) => {
+            let plan = Plan::from(plan);
             crate::handlers::check_line("plan.name", &plan.name, 200, true)?;
             if let Err(errors) = validate_plan(&plan, &state.catalogue()) {
                 let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
@@ -319,7 +321,7 @@ pub(crate) async fn execute_step(
         provider: request.provider,
         action: request.action,
         params: request.params,
-        retry: request.retry,
+        retry: request.retry.map(RetryPolicy::from),
         timeout_ms: request.timeout_ms,
         when: None,
         continue_on_error: false,
