@@ -86,6 +86,8 @@ fn operation(route: &Route) -> Value {
             }
             QueryType::DateTime => json!({ "type": "string", "format": "date-time" }),
             QueryType::Boolean => json!({ "enum": ["true", "false"] }),
+            QueryType::Cron => cron_schema(),
+            QueryType::TimeZone => reference("TimeZone"),
         };
         parameters.push(json!({
             "name": q.name,
@@ -398,6 +400,22 @@ const ID_OR_EMPTY: &str =
 /// An RFC 9110 header name as `check_header_name` accepts it.
 const HEADER_NAME: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$";
 
+/// The shape of a crontab expression: 5 fields (or 6, seconds first) of numbers, names, `*`,
+/// `?`, ranges, steps and lists, or one of the `@` macros. Values out of a field's range still
+/// get 400 naming the field; the pattern keeps generated examples to well-formed ones.
+const CRON_PATTERN: &str = "^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?/,-]+( [0-9A-Za-z*?/,-]+){4,5})$";
+
+fn cron_schema() -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": pilot_cron::CRON_MAX_LEN, "pattern": CRON_PATTERN })
+}
+
+fn nullable_timezone() -> Value {
+    json!({ "oneOf": [reference("TimeZone"), { "type": "null" }] })
+}
+
+/// The characters a header value (and so a secret sent in one) may hold: no control characters.
+const HEADER_VALUE: &str = "^[^\\u0000-\\u001f\\u007f]*$";
+
 fn reference(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
@@ -513,6 +531,11 @@ fn schemas() -> Value {
         "Health": { "type": "object", "properties": { "status": { "const": "ok" }, "version": { "type": "string" } } },
         "Ready": { "type": "object", "properties": { "status": { "const": "ready" }, "database": { "enum": ["sqlite", "postgres"] } } },
         "AnyJson": { "description": "Any JSON document; it becomes the run's ${input}." },
+        "TimeZone": {
+            "type": "string",
+            "description": "An IANA time zone name.",
+            "enum": pilot_cron::timezone_names().collect::<Vec<_>>(),
+        },
         "ProviderList": {
             "type": "object",
             "properties": { "providers": { "type": "array", "items": reference("Provider") } },
@@ -562,7 +585,7 @@ fn schemas() -> Value {
                 { "type": "object", "additionalProperties": false, "required": ["type"], "properties": { "type": { "const": "manual" } } },
                 { "type": "object", "additionalProperties": false, "required": ["type"], "properties": { "type": { "const": "webhook" } } },
                 { "type": "object", "additionalProperties": false, "required": ["type", "cron"], "properties": {
-                    "type": { "const": "cron" }, "cron": { "type": "string", "minLength": 1 }, "timezone": { "type": ["string", "null"] },
+                    "type": { "const": "cron" }, "cron": cron_schema(), "timezone": nullable_timezone(),
                 } },
             ],
         },
@@ -627,10 +650,14 @@ fn schemas() -> Value {
             "type": "object",
             "additionalProperties": false,
             "description": "Give exactly one of plan_id and plan.",
+            "oneOf": [
+                { "required": ["plan_id"], "not": { "required": ["plan"] } },
+                { "required": ["plan"], "not": { "required": ["plan_id"] } },
+            ],
             "properties": {
-                "plan_id": { "type": ["string", "null"], "format": "uuid" },
+                "plan_id": { "type": "string", "format": "uuid" },
                 "plan": {
-                    "type": ["object", "null"],
+                    "type": "object",
                     "additionalProperties": false,
                     "required": ["name", "steps"],
                     "properties": {
@@ -739,7 +766,14 @@ fn schemas() -> Value {
             "required": ["type", "value"],
             "properties": {
                 "type": credential_kind,
-                "value": { "type": "string", "minLength": 1, "writeOnly": true },
+                "value": {
+                    "type": "string",
+                    "minLength": pilot_core::redact::MIN_SECRET_LEN,
+                    "maxLength": crate::handlers::credentials::MAX_SECRET_BYTES,
+                    "pattern": HEADER_VALUE,
+                    "writeOnly": true,
+                    "description": "The secret. A basic credential's password (after ':') is as long at least.",
+                },
                 "origin": { "type": ["string", "null"], "description": "custom_api: the origin the credential may be sent to." },
                 "integration": { "type": ["string", "null"], "description": "custom_api: the integration it belongs to." },
                 "header_name": { "type": ["string", "null"], "pattern": HEADER_NAME },
@@ -781,11 +815,23 @@ fn schemas() -> Value {
             "required": ["name", "base_url"],
             "properties": {
                 "name": { "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$" },
-                "base_url": { "type": "string", "format": "uri" },
-                "auth_scheme": { "oneOf": [credential_kind, { "type": "null" }] },
-                "auth_header": { "type": ["string", "null"], "pattern": HEADER_NAME },
-                "default_headers": { "type": "object", "propertyNames": { "pattern": HEADER_NAME }, "additionalProperties": { "type": "string" } },
+                "base_url": {
+                    "type": "string",
+                    "format": "uri",
+                    "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$",
+                    "description": "http or https, no credentials in it; a destination the outbound guard blocks is refused.",
+                },
+                "auth_scheme": { "oneOf": [credential_kind.clone(), { "type": "null" }] },
+                "auth_header": { "type": ["string", "null"], "pattern": HEADER_NAME, "description": "With the api_key and header schemes only." },
+                "default_headers": {
+                    "type": "object",
+                    "maxProperties": crate::handlers::integrations::MAX_HEADERS,
+                    "propertyNames": { "pattern": HEADER_NAME },
+                    "additionalProperties": { "type": "string", "maxLength": 4096, "pattern": HEADER_VALUE },
+                },
             },
+            "if": { "required": ["auth_header"], "properties": { "auth_header": { "type": "string" } } },
+            "then": { "required": ["auth_scheme"], "properties": { "auth_scheme": { "enum": ["api_key", "header"] } } },
             "example": example("IntegrationInput"),
         },
         "Integration": {
@@ -808,8 +854,8 @@ fn schemas() -> Value {
             "type": "object",
             "additionalProperties": false,
             "properties": {
-                "cron": { "type": ["string", "null"], "minLength": 1 },
-                "timezone": { "type": ["string", "null"] },
+                "cron": { "oneOf": [cron_schema(), { "type": "null" }] },
+                "timezone": nullable_timezone(),
                 "misfire_policy": { "enum": ["skip", "coalesce", null] },
                 "grace_seconds": { "type": ["integer", "null"], "minimum": 0, "maximum": 604_800 },
                 "overlap_policy": { "enum": ["allow", "skip", null] },
@@ -904,6 +950,30 @@ mod tests {
             Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
             _ => {}
         }
+    }
+
+    /// The document committed as docs/openapi.json is the one this build serves, so a route or
+    /// type change that changes the document changes the committed file in the same commit.
+    /// `cargo xtask codegen` rewrites it (it runs this test with `PILOT_WRITE_OPENAPI=1`).
+    #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the codegen switch of this one test"
+    )]
+    fn the_committed_document_is_the_generated_one() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let mut generated = serde_json::to_string_pretty(document()).unwrap();
+        generated.push('\n');
+        if std::env::var("PILOT_WRITE_OPENAPI").is_ok_and(|v| v == "1") {
+            std::fs::write(path, &generated).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is not the document this build serves: run `cargo xtask codegen` \
+             and commit the result"
+        );
     }
 
     #[test]

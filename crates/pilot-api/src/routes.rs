@@ -103,6 +103,10 @@ pub(crate) enum QueryType {
     DateTime,
     /// `true` or `false`.
     Boolean,
+    /// A crontab expression.
+    Cron,
+    /// An IANA time zone name.
+    TimeZone,
 }
 
 /// A documented query parameter.
@@ -200,13 +204,13 @@ const LOG_QUERY: &[QueryParam] = &[
 const PREVIEW_QUERY: &[QueryParam] = &[
     QueryParam {
         name: "cron",
-        kind: QueryType::Text,
+        kind: QueryType::Cron,
         required: true,
         description: "A 5-field (or 6-field, seconds first) crontab expression.",
     },
     QueryParam {
         name: "timezone",
-        kind: QueryType::Text,
+        kind: QueryType::TimeZone,
         required: false,
         description: "An IANA time zone (default UTC).",
     },

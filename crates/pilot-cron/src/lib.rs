@@ -99,6 +99,12 @@ pub fn next_fires(
     Ok(CronSchedule::parse(expr, tz)?.next_fires(after, n))
 }
 
+/// Every IANA time zone name a schedule accepts (the zone database built into this release),
+/// in the database's order: what a document or a completion can offer.
+pub fn timezone_names() -> impl Iterator<Item = &'static str> {
+    chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
+}
+
 #[cfg(test)]
 mod tests {
     //! What the `cron` crate does on its own, pinned so that an upgrade changing it is noticed:

@@ -21,7 +21,7 @@ use crate::handlers::{check_header_name, check_header_value, check_name, check_u
 use crate::{ApiError, AppState};
 
 /// The longest secret accepted, in bytes.
-const MAX_SECRET_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_SECRET_BYTES: usize = 16 * 1024;
 
 /// The body of `POST /api/provider-credentials/{provider}`. Deliberately neither `Debug` nor
 /// `Serialize`: it holds the secret.

@@ -111,8 +111,8 @@ pub(crate) fn schemas() -> Value {
             "properties": {
                 "prompt": { "type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS, "description": "The automation, in plain words. Sent to the model as the user message only." },
                 "provider": { "enum": GENERATORS, "default": GENERATORS[0], "description": "The model vendor; your own stored key for it is used." },
-                "model": { "type": ["string", "null"], "description": "The model (default: the vendor's default)." },
-                "timezone": { "type": ["string", "null"], "description": "Your IANA time zone: times in the prompt are read in it." },
+                "model": { "type": ["string", "null"], "minLength": 1, "maxLength": 256, "pattern": "^[^\\s]+$", "description": "The model (default: the vendor's default)." },
+                "timezone": { "oneOf": [schema("TimeZone"), { "type": "null" }], "description": "Your IANA time zone: times in the prompt are read in it." },
             },
             "example": example(),
         },

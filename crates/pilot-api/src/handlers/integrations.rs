@@ -19,7 +19,7 @@ use crate::handlers::{
 use crate::{ApiError, AppState};
 
 /// The most default headers an integration may have.
-const MAX_HEADERS: usize = 50;
+pub(crate) const MAX_HEADERS: usize = 50;
 
 /// The body of `POST /api/custom-integrations` and `PUT /api/custom-integrations/{id}`.
 #[derive(Debug, Deserialize)]

@@ -181,3 +181,16 @@ fn errors_are_typed() {
         CronError::FieldCount { found: 4, hint: "" }
     );
 }
+
+#[test]
+fn every_listed_time_zone_is_accepted() {
+    let names: Vec<&str> = pilot_cron::timezone_names().collect();
+    assert!(names.len() > 400, "{}", names.len());
+    assert!(names.contains(&"Europe/Berlin") && names.contains(&"UTC"));
+    for name in names {
+        assert!(
+            pilot_cron::CronSchedule::parse("0 0 * * *", name).is_ok(),
+            "{name}"
+        );
+    }
+}
