@@ -230,11 +230,18 @@ fn markdown_files(root: &Path) -> Result<Vec<PathBuf>> {
             out.push(path);
         }
     }
+    out.extend(in_every_crate(root, "README.md")?);
+    Ok(out)
+}
+
+/// `file` of every crate and binary that has one.
+fn in_every_crate(root: &Path, file: &str) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
     for top in ["crates", "bins"] {
         for entry in fs::read_dir(root.join(top)).with_context(|| format!("listing {top}"))? {
-            let readme = entry?.path().join("README.md");
-            if readme.exists() {
-                out.push(readme);
+            let path = entry?.path().join(file);
+            if path.is_file() {
+                out.push(path);
             }
         }
     }
@@ -254,14 +261,7 @@ fn config_files(root: &Path) -> Result<Vec<PathBuf>> {
             }
         }
     }
-    for top in ["crates", "bins"] {
-        for entry in fs::read_dir(root.join(top)).with_context(|| format!("listing {top}"))? {
-            let manifest = entry?.path().join("Cargo.toml");
-            if manifest.is_file() {
-                out.push(manifest);
-            }
-        }
-    }
+    out.extend(in_every_crate(root, "Cargo.toml")?);
     out.push(root.join("xtask").join("Cargo.toml"));
     Ok(out)
 }

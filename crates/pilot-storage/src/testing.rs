@@ -369,6 +369,20 @@ fn sweep(admin: &mut DbConn) {
 /// `url` (`postgres://user:pass@host:port/db?query`) with another database, everything else
 /// kept.
 fn with_db(url: &str, db: &str) -> Result<String, StorageError> {
+    let (scheme, authority, query) = split_url(url)?;
+    Ok(join_url(scheme, authority, db, query))
+}
+
+/// `postgres://user@host:port/db?query` with another user (no password: local trust auth) and
+/// database.
+fn with_user_and_db(url: &str, user: &str, db: &str) -> Result<String, StorageError> {
+    let (scheme, authority, query) = split_url(url)?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Ok(join_url(scheme, &format!("{user}@{host}"), db, query))
+}
+
+/// A URL's scheme, authority (`user:pass@host:port`) and query; the path is dropped.
+fn split_url(url: &str) -> Result<(&str, &str, Option<&str>), StorageError> {
     let bad = || StorageError::Config(format!("{POSTGRES_URL_ENV} is not a postgres:// URL"));
     let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
     let (rest, query) = match rest.split_once('?') {
@@ -376,31 +390,14 @@ fn with_db(url: &str, db: &str) -> Result<String, StorageError> {
         None => (rest, None),
     };
     let authority = rest.split('/').next().ok_or_else(bad)?;
-    let mut out = format!("{scheme}://{authority}/{db}");
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    Ok(out)
+    Ok((scheme, authority, query))
 }
 
-/// `postgres://user@host:port/db?query` with another user (no password: local trust auth) and
-/// database.
-fn with_user_and_db(url: &str, user: &str, db: &str) -> Result<String, StorageError> {
-    let bad = || StorageError::Config(format!("{POSTGRES_URL_ENV} is not a postgres:// URL"));
-    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
-    let (rest, query) = match rest.split_once('?') {
-        Some((r, q)) => (r, Some(q)),
-        None => (rest, None),
-    };
-    let host_and_path = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let host = host_and_path.split('/').next().ok_or_else(bad)?;
-    let mut out = format!("{scheme}://{user}@{host}/{db}");
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
+fn join_url(scheme: &str, authority: &str, db: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{scheme}://{authority}/{db}?{q}"),
+        None => format!("{scheme}://{authority}/{db}"),
     }
-    Ok(out)
 }
 
 #[cfg(test)]
