@@ -259,6 +259,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "PILOT_RETAIN_LOGS", value_parser = parse_duration)]
     pub retain_logs: Option<Duration>,
 
+    /// Keep at most this many finished runs of each plan (the newest); older ones are deleted
+    /// with their step states every hour, in small batches. Kept when unset.
+    #[arg(long, env = "PILOT_RETAIN_RUNS_PER_PLAN", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retain_runs_per_plan: Option<u32>,
+
     /// After SIGTERM, how long runs in flight may take to finish before they are released.
     #[arg(long, env = "PILOT_DRAIN_GRACE", value_parser = parse_duration, default_value = "30s")]
     pub drain_grace: Duration,
@@ -285,6 +290,7 @@ impl WorkerArgs {
         config.max_running_per_user = self.max_running_per_user;
         config.retain_runs = self.retain_runs;
         config.retain_logs = self.retain_logs;
+        config.retain_runs_per_plan = self.retain_runs_per_plan;
         config.drain_grace = self.drain_grace;
         config.idle_poll = self.idle_poll;
         config.misfire_threshold = self.misfire_threshold;

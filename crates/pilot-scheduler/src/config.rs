@@ -26,7 +26,10 @@ pub struct WorkerConfig {
     /// Execution-log rows older than this are deleted by the retention pass (as the owner role
     /// where one is configured); `None` keeps them.
     pub retain_logs: Option<Duration>,
-    /// How often the retention pass runs (when either retention is set).
+    /// Keep at most this many finished runs of each plan (the newest); older ones are deleted
+    /// with their step states. Unset: no count limit.
+    pub retain_runs_per_plan: Option<u32>,
+    /// How often the retention pass runs (when any retention is set).
     pub retention_every: Duration,
     /// Whether this worker fires due schedules (every worker may: the firing transaction makes
     /// exactly one run per tick however many race).
@@ -63,6 +66,7 @@ impl WorkerConfig {
             max_running_per_user: 0,
             retain_runs: None,
             retain_logs: None,
+            retain_runs_per_plan: None,
             retention_every: Duration::from_secs(3600),
             fire_schedules: true,
             execute_runs: true,

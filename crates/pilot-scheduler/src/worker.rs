@@ -129,8 +129,10 @@ impl Worker {
                 }
             })
         };
-        let retention = (self.config.retain_runs.is_some() || self.config.retain_logs.is_some())
-            .then(|| tokio::spawn(retention_loop(self.db.clone(), self.config.clone())));
+        let retention = (self.config.retain_runs.is_some()
+            || self.config.retain_logs.is_some()
+            || self.config.retain_runs_per_plan.is_some())
+        .then(|| tokio::spawn(retention_loop(self.db.clone(), self.config.clone())));
         let (release_tx, release_rx) = watch::channel(false);
         let mut state = LoopState {
             slots: Arc::new(Semaphore::new(self.config.concurrency)),
@@ -405,7 +407,8 @@ async fn drain(tasks: &mut JoinSet<()>, grace: Duration, release: &watch::Sender
 const RETENTION_BATCH: usize = 500;
 
 /// Applies the retention settings every `retention_every`, in small batches: old finished runs
-/// (with their step states), then old execution-log rows. Errors are logged and retried at the
+/// (with their step states), finished runs beyond each plan's newest `retain_runs_per_plan`,
+/// then old execution-log rows. Errors are logged and retried at the
 /// next pass.
 async fn retention_loop(db: Database, config: WorkerConfig) {
     let mut every = tokio::time::interval(config.retention_every);
@@ -434,6 +437,29 @@ async fn retention_loop(db: Database, config: WorkerConfig) {
             }
             if deleted > 0 {
                 info!(deleted, "retention: old finished runs deleted");
+            }
+        }
+        if let Some(keep) = config.retain_runs_per_plan {
+            let mut deleted = 0u64;
+            loop {
+                match db.prune_runs_beyond_count(keep, RETENTION_BATCH).await {
+                    Ok(n) => {
+                        deleted += n;
+                        if n < RETENTION_BATCH as u64 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "retention: deleting runs beyond the per-plan count failed; trying again at the next pass");
+                        break;
+                    }
+                }
+            }
+            if deleted > 0 {
+                info!(
+                    deleted,
+                    keep, "retention: runs beyond each plan's newest kept deleted"
+                );
             }
         }
         if let Some(keep) = config

@@ -1329,6 +1329,43 @@ impl Database {
         .await
     }
 
+    /// Deletes up to `batch` finished runs of every plan beyond the newest `keep` finished runs
+    /// of that plan (by creation time), with their step states; answers how many. Runs without
+    /// a plan (ad-hoc and single-step runs) and unfinished runs are never counted or deleted.
+    /// Call it until it answers less than `batch`.
+    pub async fn prune_runs_beyond_count(
+        &self,
+        keep: u32,
+        batch: usize,
+    ) -> Result<u64, StorageError> {
+        #[derive(diesel::QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            id: String,
+        }
+        let batch = batch.clamp(1, 10_000);
+        // Both numbers come from this process's settings, never from a request.
+        let sql = format!(
+            "SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
+             (PARTITION BY plan_id ORDER BY created_at DESC, id DESC) AS newer \
+             FROM runs WHERE plan_id IS NOT NULL \
+             AND status IN ('succeeded', 'failed', 'cancelled')) ranked \
+             WHERE newer > {keep} LIMIT {batch}"
+        );
+        self.run(move |conn| {
+            transaction(conn, Scope::Scheduler, Mode::Write, |conn| {
+                let ids: Vec<Id> = diesel::sql_query(&sql).load(conn)?;
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let ids: Vec<String> = ids.into_iter().map(|r| r.id).collect();
+                let n = diesel::delete(runs::table.filter(runs::id.eq_any(&ids))).execute(conn)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            })
+        })
+        .await
+    }
+
     /// Queue counters across all users.
     pub async fn queue_stats(&self) -> Result<QueueStats, StorageError> {
         self.run(|conn| {

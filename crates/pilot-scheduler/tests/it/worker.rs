@@ -525,6 +525,65 @@ async fn retention_deletes_old_finished_runs_and_log_rows() {
     }
 }
 
+/// With a count per plan, the retention pass keeps each plan's newest finished runs only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_newest_finished_runs_of_each_plan() {
+    for t in TestDb::all().await {
+        let db = t.db().clone();
+        let server = FakeServer::start(vec![ok(), ok()]).await.unwrap();
+        let user = user(&db).await;
+        let plan_id = plan(
+            &db,
+            &user,
+            "counted",
+            vec![post_step("one", server.url("/1").as_str())],
+        )
+        .await;
+        let mut cfg = config("counter");
+        cfg.retain_runs_per_plan = Some(1);
+        cfg.retention_every = Duration::from_millis(100);
+        let worker = Running::start(&db, cfg, Arc::new(SystemClock));
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let run = db
+                .enqueue_run(
+                    &user,
+                    &NewRun {
+                        plan_id: Some(plan_id.clone()),
+                        plan_name: "counted".to_owned(),
+                        steps: vec![post_step("one", server.url("/1").as_str())],
+                        input: serde_json::json!({}),
+                        trigger: TriggerKind::Api,
+                        schedule_id: None,
+                        scheduled_for: None,
+                    },
+                )
+                .await
+                .unwrap();
+            worker.signal.notify_one();
+            wait_status(&db, &user, &run.id, RunStatus::Succeeded).await;
+            ids.push(run.id);
+        }
+        wait_for(
+            "the older run to be deleted",
+            Duration::from_secs(30),
+            || async {
+                db.run_by_id(&user, &ids[0])
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+        assert!(
+            db.run_by_id(&user, &ids[1]).await.unwrap().is_some(),
+            "the newest stays"
+        );
+        worker.stop().await;
+    }
+}
+
 async fn log_rows(db: &Database, user: &UserId) -> usize {
     db.list_logs(
         user,

@@ -27,6 +27,7 @@ on_both_backends!(
     claims_take_turns_between_users,
     a_parked_run_waits_for_its_time,
     a_write_parks_the_run_with_its_step_states,
+    retention_by_count_keeps_each_plans_newest_finished_runs,
     the_per_user_cap_holds_across_claims,
     an_export_pages_through_every_users_runs_with_steps_and_logs,
 );
@@ -745,6 +746,76 @@ async fn a_write_parks_the_run_with_its_step_states(t: &TestDb) {
     // The lease is given up: the old epoch can write nothing more.
     let late = write(run, run.epoch);
     assert!(matches!(db.write(late).await, Err(StoreError::StaleEpoch)));
+}
+
+async fn retention_by_count_keeps_each_plans_newest_finished_runs(t: &TestDb) {
+    let db = t.db();
+    let u = user(db, "u").await;
+    let other = user(db, "other").await;
+    let a = db.create_plan(&u, &new_plan("a", &["s"])).await.unwrap().id;
+    let b = db
+        .create_plan(&other, &new_plan("b", &["s"]))
+        .await
+        .unwrap()
+        .id;
+    // Runs finished in creation order; each plan's ids, oldest first.
+    let finished = |owner: UserId, plan: Option<pilot_core::PlanId>| {
+        let db = db.clone();
+        async move {
+            let run = db
+                .start_run(
+                    &owner,
+                    &new_run(plan.as_ref(), &["s"]),
+                    &lease(Duration::from_secs(60)),
+                )
+                .await
+                .unwrap();
+            let mut end = write(&run, run.epoch);
+            end.end = Some(RunEnd::Finish(RunFinish {
+                status: RunStatus::Succeeded,
+                error: None,
+            }));
+            db.write(end).await.unwrap();
+            run.run_id
+        }
+    };
+    let mut of_a = Vec::new();
+    for _ in 0..5 {
+        of_a.push(finished(u.clone(), Some(a.clone())).await);
+    }
+    let of_b = [
+        finished(other.clone(), Some(b.clone())).await,
+        finished(other.clone(), Some(b.clone())).await,
+    ];
+    let adhoc = [
+        finished(u.clone(), None).await,
+        finished(u.clone(), None).await,
+    ];
+    // An unfinished run of plan a neither counts nor goes.
+    let queued = db
+        .enqueue_run(&u, &new_run(Some(&a), &["s"]))
+        .await
+        .unwrap()
+        .id;
+
+    // Two at a time, as the worker's batches would.
+    assert_eq!(db.prune_runs_beyond_count(2, 2).await.unwrap(), 2);
+    assert_eq!(db.prune_runs_beyond_count(2, 2).await.unwrap(), 1);
+    assert_eq!(db.prune_runs_beyond_count(2, 2).await.unwrap(), 0);
+    let exists = |owner: &UserId, id: &pilot_core::RunId| {
+        let (db, owner, id) = (db.clone(), owner.clone(), id.clone());
+        async move { db.run_by_id(&owner, &id).await.unwrap().is_some() }
+    };
+    for (i, id) in of_a.iter().enumerate() {
+        assert_eq!(exists(&u, id).await, i >= 3, "run {i} of plan a");
+    }
+    for id in of_b.iter() {
+        assert!(exists(&other, id).await, "plan b has only 2");
+    }
+    for id in adhoc.iter() {
+        assert!(exists(&u, id).await, "runs without a plan are not counted");
+    }
+    assert!(exists(&u, &queued).await);
 }
 
 async fn the_per_user_cap_holds_across_claims(t: &TestDb) {
