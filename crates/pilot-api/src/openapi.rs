@@ -59,6 +59,9 @@ fn operation(route: &Route) -> Value {
                     json!({ "type": "string", "pattern": "^[a-z][a-z0-9_]*$" })
                 }
                 crate::routes::ParamKind::HookToken => json!({ "type": "string" }),
+                crate::routes::ParamKind::Step => {
+                    json!({ "type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_-]{0,63}$" })
+                }
                 _ => json!({ "type": "string", "format": "uuid" }),
             };
             json!({ "name": name, "in": "path", "required": true, "schema": schema })
@@ -195,6 +198,10 @@ struct Link {
 
 const PLAN_ID_FROM_BODY: &[(&str, &str)] = &[("id", "$response.body#/id")];
 const RUN_ID_FROM_BODY: &[(&str, &str)] = &[("id", "$response.body#/run_id")];
+const FIRST_STEP_OF_RUN: &[(&str, &str)] = &[
+    ("id", "$response.body#/id"),
+    ("step_id", "$response.body#/steps/0/id"),
+];
 
 /// Every link of the document.
 static LINKS: &[Link] = &[
@@ -274,6 +281,13 @@ static LINKS: &[Link] = &[
         status: 201,
         to: "inboundHook",
         parameters: &[("token", "$response.body#/token")],
+    },
+    // A step's whole output, from a run's view.
+    Link {
+        from: "getRun",
+        status: 200,
+        to: "getStepOutput",
+        parameters: FIRST_STEP_OF_RUN,
     },
     // Runs, from every route that creates one.
     Link {
@@ -641,6 +655,15 @@ fn schemas() -> Value {
             "type": "object",
             "properties": { "id": { "type": "string", "format": "uuid" }, "plan_id": { "type": "string", "format": "uuid" }, "created_at": time() },
         },
+        "StepOutput": {
+            "type": "object",
+            "properties": {
+                "run_id": { "type": "string", "format": "uuid" },
+                "step_id": { "type": "string" },
+                "status": { "enum": ["pending", "succeeded", "failed", "skipped"] },
+                "output": { "description": "The step's whole output (redacted), or null before it has one." },
+            },
+        },
         "HookPage": page_of("Hook"),
         "HookAccepted": {
             "type": "object",
@@ -705,7 +728,9 @@ fn schemas() -> Value {
                 "provider": { "type": "string" },
                 "action": { "type": "string" },
                 "status": { "enum": ["pending", "succeeded", "failed", "skipped"] },
-                "output": {},
+                "output": { "description": "The step's output; null (with `output_truncated`) when it is over 64 KiB: read it whole from /api/runs/{id}/steps/{step_id}/output." },
+                "output_truncated": { "type": "boolean", "description": "Present (true) when `output` was left out for its size." },
+                "output_bytes": { "type": "integer", "description": "With `output_truncated`: the output's size as compact JSON." },
                 "error": nullable_string(),
                 "attempts": { "type": "integer" },
                 "latency_ms": { "type": "integer" },

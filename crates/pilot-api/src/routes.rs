@@ -65,6 +65,8 @@ pub enum ParamKind {
     HookToken,
     /// A provider name (a catalogue entry, not a tenant's object).
     Provider,
+    /// A step id within the run of the path.
+    Step,
 }
 
 /// One route as other code sees it.
@@ -237,6 +239,7 @@ const CREDENTIAL_DELETE_QUERY: &[QueryParam] = &[QueryParam {
 
 const PLAN_ID: &[(&str, ParamKind)] = &[("id", ParamKind::Plan)];
 const RUN_ID: &[(&str, ParamKind)] = &[("id", ParamKind::Run)];
+const RUN_STEP: &[(&str, ParamKind)] = &[("id", ParamKind::Run), ("step_id", ParamKind::Step)];
 const INTEGRATION_ID: &[(&str, ParamKind)] = &[("id", ParamKind::Integration)];
 const HOOK_ID: &[(&str, ParamKind)] = &[("id", ParamKind::Plan), ("hook_id", ParamKind::Hook)];
 const HOOK_TOKEN: &[(&str, ParamKind)] = &[("token", ParamKind::HookToken)];
@@ -570,6 +573,22 @@ pub(crate) static ROUTES: &[Route] = &[
         request: None,
         responses: &[(200, Some("Run"), "The run.")],
         mount: |r| r.to(runs::get),
+    },
+    Route {
+        info: RouteInfo {
+            params: RUN_STEP,
+            ..info(
+                Verb::Get,
+                "/api/runs/{id}/steps/{step_id}/output",
+                "getStepOutput",
+            )
+        },
+        summary: "One step's whole output (a run's view shortens outputs over 64 KiB)",
+        tag: "runs",
+        query: &[],
+        request: None,
+        responses: &[(200, Some("StepOutput"), "The step's status and output.")],
+        mount: |r| r.to(runs::step_output),
     },
     Route {
         info: RouteInfo {

@@ -76,6 +76,11 @@ pub(crate) struct RunView {
     steps: Vec<StepView>,
 }
 
+/// A run's view carries each step's output up to this size (compact JSON); a larger one is
+/// left out, flagged, and read whole from `GET /api/runs/{id}/steps/{step_id}/output`, so a
+/// run's answer stays small whatever its steps produced (up to 16 MiB in all).
+pub(crate) const VIEW_OUTPUT_LIMIT: usize = 64 * 1024;
+
 /// One step of a run: what it calls and how it went.
 #[derive(Debug, Serialize)]
 pub(crate) struct StepView {
@@ -84,6 +89,10 @@ pub(crate) struct StepView {
     action: String,
     status: StepStatus,
     output: Option<Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    output_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_bytes: Option<u64>,
     error: Option<String>,
     attempts: u32,
     latency_ms: u64,
@@ -112,12 +121,15 @@ impl From<RunRow> for RunView {
                         ),
                         None => (StepStatus::Pending, None, None, 0, 0, None, None),
                     };
+                let (output, output_bytes) = shortened(output);
                 StepView {
                     id: step.id,
                     provider: step.provider,
                     action: step.action,
                     status,
                     output,
+                    output_truncated: output_bytes.is_some(),
+                    output_bytes,
                     error,
                     attempts,
                     latency_ms,
@@ -143,6 +155,64 @@ impl From<RunRow> for RunView {
             steps,
         }
     }
+}
+
+/// `output` as a view carries it: whole up to [`VIEW_OUTPUT_LIMIT`], else left out, with its
+/// size. The size is counted while writing, stopping at the limit.
+fn shortened(output: Option<Value>) -> (Option<Value>, Option<u64>) {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            if self.0 > VIEW_OUTPUT_LIMIT {
+                return Err(std::io::Error::other("over the view limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let Some(value) = output else {
+        return (None, None);
+    };
+    if serde_json::to_writer(&mut Counter(0), &value).is_ok() {
+        return (Some(value), None);
+    }
+    let bytes = serde_json::to_vec(&value).map_or(0, |v| v.len());
+    (None, Some(u64::try_from(bytes).unwrap_or(u64::MAX)))
+}
+
+/// `GET /api/runs/{id}/steps/{step_id}/output`: one step's whole output, which a run's view
+/// leaves out when it is large.
+pub(crate) async fn step_output(
+    state: Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    Query::parse(&req, &[])?;
+    let id = RunId(path_id(&req, "id")?);
+    let step_id = req.match_info().get("step_id").unwrap_or_default();
+    let row = state
+        .db()
+        .run_by_id(&caller.user, &id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let index = row
+        .steps
+        .iter()
+        .position(|s| s.id == step_id)
+        .ok_or_else(ApiError::not_found)?;
+    let (status, output) = match row.states.into_iter().nth(index) {
+        Some(s) => (s.status, s.output),
+        None => (StepStatus::Pending, None),
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "run_id": row.id,
+        "step_id": step_id,
+        "status": status,
+        "output": output,
+    })))
 }
 
 /// What `POST /api/execute-step` answers: the run it recorded and the seed's `ProviderResult`.
@@ -276,12 +346,15 @@ fn finished_view(
             let state = states
                 .next()
                 .unwrap_or_else(|| pilot_core::StepState::pending(step_id.clone()));
+            let (output, output_bytes) = shortened(state.output);
             StepView {
                 id: step_id,
                 provider,
                 action,
                 status: state.status,
-                output: state.output,
+                output,
+                output_truncated: output_bytes.is_some(),
+                output_bytes,
                 error: state.error,
                 attempts: state.attempts,
                 latency_ms: state.latency_ms,

@@ -33,7 +33,8 @@ enum Variant {
 fn own_case(route: &RouteInfo) -> (Option<Value>, u16) {
     match route.operation_id {
         "getPlan" | "listPlanHooks" | "listPlanRuns" | "unschedulePlan" | "getRun"
-        | "cancelRun" | "getIntegration" | "getCredentials" | "deleteCredentials" => (None, 200),
+        | "getStepOutput" | "cancelRun" | "getIntegration" | "getCredentials"
+        | "deleteCredentials" => (None, 200),
         "deletePlanHook" | "deleteIntegration" => (None, 204),
         // The fixture's run of the plan is still queued: deleting it needs `force`.
         "deletePlan" => (None, 409),
@@ -60,6 +61,8 @@ fn value(kind: ParamKind, variant: Variant, fx: &Fixture) -> String {
         (ParamKind::Provider, Variant::Random) => "no_such_provider".to_owned(),
         (ParamKind::Provider, Variant::Malformed) => "bad%21name".to_owned(),
         (ParamKind::Provider, _) => "custom_api".to_owned(),
+        // The step of the fixture's run (the run id carries the variant).
+        (ParamKind::Step, _) => "only".to_owned(),
         (ParamKind::HookToken, Variant::Random) => {
             "hook_kC2vB1fJ3mYwq9sX0aT7uR4eL6nD8hG5pZ1oI2cV3bN".to_owned()
         }

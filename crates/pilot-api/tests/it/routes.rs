@@ -196,6 +196,54 @@ async fn journey(world: &World) {
     };
     assert_eq!(without_finish(&run.body), without_finish(&stored.body));
     assert!(stored.body["finished_at"].is_string());
+    let step_id = stored.body["steps"][1]["id"].as_str().unwrap().to_owned();
+    let whole = call!(
+        Req::get(format!("/api/runs/{run_id}/steps/{step_id}/output")).by(alice),
+        200
+    );
+    assert_eq!(whole.body["output"], stored.body["steps"][1]["output"]);
+    assert_eq!(whole.body["status"], "succeeded");
+    assert!(stored.body["steps"][1].get("output_truncated").is_none());
+
+    // An output over 64 KiB is left out of the run's view, with its size; the step's own
+    // route gives it whole.
+    let large = call!(
+        Req::post("/api/execute").by(alice).json(&json!({
+            "plan": { "name": "large", "steps": [
+                { "id": "big", "provider": "logic", "action": "transform",
+                  "params": { "expression": "[range(0; 15000)]", "input": null } }
+            ] }
+        })),
+        200
+    );
+    let step = &large.body["steps"][0];
+    assert_eq!(step["status"], "succeeded", "{}", large.text);
+    assert_eq!(step["output"], json!(null));
+    assert_eq!(step["output_truncated"], true);
+    let big: Vec<u32> = (0..15_000).collect();
+    let big = json!(big);
+    assert_eq!(
+        step["output_bytes"],
+        serde_json::to_vec(&big).unwrap().len()
+    );
+    assert!(serde_json::to_vec(&big).unwrap().len() > 64 * 1024);
+    let large_id = large.body["id"].as_str().unwrap();
+    let stored_large = call!(Req::get(format!("/api/runs/{large_id}")).by(alice), 200);
+    assert_eq!(stored_large.body["steps"][0]["output_truncated"], true);
+    assert!(
+        stored_large.text.len() < 4096,
+        "{} bytes",
+        stored_large.text.len()
+    );
+    let whole = call!(
+        Req::get(format!("/api/runs/{large_id}/steps/big/output")).by(alice),
+        200
+    );
+    assert_eq!(whole.body["output"], json!(big));
+    call!(
+        Req::get(format!("/api/runs/{large_id}/steps/nope/output")).by(alice),
+        404
+    );
     let runs = call!(
         Req::get(format!("/api/plans/{plan_id}/runs")).by(alice),
         200
