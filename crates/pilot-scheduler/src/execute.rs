@@ -1,6 +1,7 @@
 //! Executing one run under a lease: the engine does the steps; this module keeps the lease alive
 //! (a heartbeat every third of the lease), stops the engine the moment the lease is known or
 //! feared lost, and gives the run back to the queue when a shutdown's grace period runs out.
+//! The guard ([`hold_lease`]) serves claimed runs here and inline runs (`crate::submit`) alike.
 //!
 //! The lease guard: the run's future is polled only while this process knows its lease is
 //! valid by its own monotonic clock (the last successful heartbeat's send time plus the lease
@@ -34,16 +35,6 @@ pub(crate) struct RunContext {
     pub(crate) lease_ttl: Duration,
     /// Turns true when the shutdown grace ran out: release the run now.
     pub(crate) release: watch::Receiver<bool>,
-}
-
-/// How a run task ended.
-enum End {
-    /// The engine returned.
-    Done(Result<RunOutcome, EngineError>),
-    /// Another worker owns the run now.
-    LeaseLost,
-    /// Shutdown: the run goes back to the queue.
-    Release,
 }
 
 /// Executes `claimed` (whose lease was requested at `claimed_at`) to its end, its lease's loss,
@@ -84,20 +75,15 @@ async fn run_under_lease(ctx: &RunContext, claimed: ClaimedRun, claimed_at: Inst
         cancel: snapshot.cancel.clone(),
         leased_at: claimed_at,
     };
-    let end = match hold_lease(
+    let end = hold_lease(
         lease,
         Some(ctx.release.clone()),
         ctx.engine.execute_plan(snapshot),
     )
-    .await
-    {
-        Guarded::Done(result) => End::Done(result),
-        Guarded::LeaseLost => End::LeaseLost,
-        Guarded::Released => End::Release,
-    };
+    .await;
 
     match end {
-        End::Done(Ok(RunOutcome {
+        Guarded::Done(Ok(RunOutcome {
             resume_after: Some(delay),
             ..
         })) => match ctx.db.park_run(&user, &run_id, epoch, delay).await {
@@ -112,15 +98,15 @@ async fn run_under_lease(ctx: &RunContext, claimed: ClaimedRun, claimed_at: Inst
                 warn!(error = %e, "could not park the run; it will be taken over when its lease expires")
             }
         },
-        End::Done(Ok(outcome)) => {
+        Guarded::Done(Ok(outcome)) => {
             ctx.metrics.finished(outcome.status.as_str());
             info!(status = outcome.status.as_str(), "run finished");
         }
-        End::Done(Err(EngineError::Fenced)) | End::LeaseLost => {
+        Guarded::Done(Err(EngineError::Fenced)) | Guarded::LeaseLost => {
             ctx.metrics.lease_lost();
             warn!("lease lost: another worker owns the run now; stopped without writing");
         }
-        End::Done(Err(EngineError::InvalidSnapshot(message))) => {
+        Guarded::Done(Err(EngineError::InvalidSnapshot(message))) => {
             // The run can never execute: fail it with the reason rather than retrying it.
             let write = RunWrite {
                 run_id: run_id.clone(),
@@ -138,12 +124,12 @@ async fn run_under_lease(ctx: &RunContext, claimed: ClaimedRun, claimed_at: Inst
                 Err(e) => error!(error = %e, "could not fail an invalid run"),
             }
         }
-        End::Done(Err(e)) => {
+        Guarded::Done(Err(e)) => {
             // The run stays as last written; its lease runs out and a takeover resumes it at
             // the first unfinished step (bounded by the takeover cap).
             error!(error = %e, "run stopped before its end; it will be taken over when its lease expires");
         }
-        End::Release => match ctx.db.release_run(&user, &run_id, epoch).await {
+        Guarded::Released => match ctx.db.release_run(&user, &run_id, epoch).await {
             Ok(()) => {
                 ctx.metrics.released();
                 info!("shutdown: run released back to the queue");

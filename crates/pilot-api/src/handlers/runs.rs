@@ -158,15 +158,12 @@ impl From<RunRow> for RunView {
 }
 
 /// `output` as a view carries it: whole up to [`VIEW_OUTPUT_LIMIT`], else left out, with its
-/// size. The size is counted while writing, stopping at the limit.
+/// size. The size is counted by serialising into a counter, without a copy.
 fn shortened(output: Option<Value>) -> (Option<Value>, Option<u64>) {
-    struct Counter(usize);
+    struct Counter(u64);
     impl std::io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            if self.0 > VIEW_OUTPUT_LIMIT {
-                return Err(std::io::Error::other("over the view limit"));
-            }
+            self.0 += buf.len() as u64;
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -176,11 +173,14 @@ fn shortened(output: Option<Value>) -> (Option<Value>, Option<u64>) {
     let Some(value) = output else {
         return (None, None);
     };
-    if serde_json::to_writer(&mut Counter(0), &value).is_ok() {
-        return (Some(value), None);
+    let mut counter = Counter(0);
+    // Writing a `Value` into a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut counter, &value);
+    if counter.0 <= VIEW_OUTPUT_LIMIT as u64 {
+        (Some(value), None)
+    } else {
+        (None, Some(counter.0))
     }
-    let bytes = serde_json::to_vec(&value).map_or(0, |v| v.len());
-    (None, Some(u64::try_from(bytes).unwrap_or(u64::MAX)))
 }
 
 /// `GET /api/runs/{id}/steps/{step_id}/output`: one step's whole output, which a run's view
