@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use pilot_boot::{
     DatabaseArgs, EngineArgs, KeyArgs, LogArgs, ProviderArgs, WorkerArgs, parse_duration,
 };
@@ -25,6 +25,41 @@ pub(crate) struct Cli {
 
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
+}
+
+impl Cli {
+    /// Parses the process's arguments, exiting with clap's message on an error. Serving's
+    /// settings go either before any subcommand or after `serve`: given before `serve` they
+    /// would be silently replaced by the subcommand's own, so that is refused.
+    pub(crate) fn parse_args() -> Self {
+        match Self::check(Self::command().get_matches()) {
+            Ok(cli) => cli,
+            Err(e) => e.exit(),
+        }
+    }
+
+    fn check(matches: clap::ArgMatches) -> Result<Self, clap::Error> {
+        if matches.subcommand_name() == Some("serve") {
+            let before: Vec<String> = ServeArgs::augment_args(clap::Command::new("serve"))
+                .get_arguments()
+                .map(|a| a.get_id().to_string())
+                .filter(|id| {
+                    matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+                })
+                .collect();
+            if let Some(id) = before.first() {
+                return Err(Self::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--{} is a serving setting given before `serve`: put it after `serve` \
+                         (or leave `serve` out: serving is the default)",
+                        id.replace('_', "-")
+                    ),
+                ));
+            }
+        }
+        Self::from_arg_matches(&matches)
+    }
 }
 
 /// Settings every subcommand reads: the database, its keys, and logging.
@@ -303,6 +338,13 @@ mod tests {
             ])
             .is_err()
         );
+        // Before `serve`, a serving setting would be replaced by serve's own: refused.
+        let before =
+            Cli::command().get_matches_from(["pilot-server", "--bind", "127.0.0.1:0", "serve"]);
+        let e = Cli::check(before).unwrap_err().to_string();
+        assert!(e.contains("--bind") && e.contains("after `serve`"), "{e}");
+        let plain = Cli::command().get_matches_from(["pilot-server", "--bind", "127.0.0.1:0"]);
+        assert_eq!(Cli::check(plain).unwrap().serve.bind.port(), 0);
     }
 
     #[test]

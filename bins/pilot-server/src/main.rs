@@ -8,10 +8,8 @@ mod files;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_args();
     if let Err(e) = pilot_boot::init_tracing(&cli.config.log) {
         let _ = writeln!(std::io::stderr(), "error: {e:#}");
         return ExitCode::FAILURE;

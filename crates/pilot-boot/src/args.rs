@@ -232,12 +232,13 @@ impl EngineArgs {
 #[command(next_help_heading = "Worker")]
 pub struct WorkerArgs {
     /// Most runs the worker executes at the same time.
-    #[arg(long, env = "PILOT_WORKER_CONCURRENCY", default_value_t = WorkerConfig::new("").concurrency)]
+    #[arg(long, env = "PILOT_WORKER_CONCURRENCY", value_parser = parse_concurrency,
+          default_value_t = WorkerConfig::new("").concurrency)]
     pub concurrency: usize,
 
     /// How long a run's lease lasts without a heartbeat (heartbeats go every third of it): a
     /// crashed process's run is taken over this long after its last heartbeat. E.g. `30s`.
-    #[arg(long, env = "PILOT_LEASE_TTL", value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, env = "PILOT_LEASE_TTL", value_parser = parse_lease, default_value = "30s")]
     pub lease_ttl: Duration,
 
     /// Takeovers allowed per run: a run whose worker died (its lease expired) more often than
@@ -316,6 +317,33 @@ pub enum LogFormat {
     Json,
 }
 
+/// The shortest lease a worker accepts: heartbeats go every third of it.
+const MIN_LEASE: Duration = Duration::from_millis(300);
+
+/// `--lease-ttl`: a duration of at least 300 ms (refused here rather than by the worker at
+/// start, which would leave a server serving without its embedded worker).
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_duration(text)?;
+    if lease < MIN_LEASE {
+        return Err(format!(
+            "'{}' is too short: a lease lasts at least 300ms",
+            text.trim()
+        ));
+    }
+    Ok(lease)
+}
+
+/// `--concurrency`: at least 1.
+fn parse_concurrency(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "'{}' is not a number of runs of at least 1",
+            text.trim()
+        )),
+    }
+}
+
 /// Parses `<n><unit>` with unit `ms`, `s`, `m`, `h`, `d` or `w`, e.g. `500ms`, `30s`, `90d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -391,6 +419,22 @@ mod tests {
         engine: EngineArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+    }
+
+    #[test]
+    fn settings_a_worker_would_refuse_are_refused_on_the_command_line() {
+        for args in [
+            ["pilot", "--lease-ttl", "100ms"],
+            ["pilot", "--concurrency", "0"],
+            ["pilot", "--concurrency", "many"],
+        ] {
+            let e = All::try_parse_from(args).unwrap_err().to_string();
+            assert!(e.contains(args[1]), "{args:?}: {e}");
+        }
+        let ok =
+            All::try_parse_from(["pilot", "--lease-ttl", "300ms", "--concurrency", "1"]).unwrap();
+        assert_eq!(ok.worker.lease_ttl, Duration::from_millis(300));
+        assert_eq!(ok.worker.concurrency, 1);
     }
 
     #[test]
